@@ -1,0 +1,297 @@
+"""The Starlette application: routes from the vendor registry, the operational endpoints and the
+lifespan that starts and flushes the Kafka producer. Routes only translate HTTP to the pipeline
+and errors back; `create_app` builds everything, nothing is built at import time.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import orjson
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway import __version__
+from gateway.auth import Authenticator
+from gateway.dedupe import Deduper
+from gateway.errors import GatewayError, MalformedPayload, PayloadTooLarge
+from gateway.observability import Metrics, configure_logging
+from gateway.pipeline import Pipeline, RequestStats
+from gateway.publisher import Publisher
+from gateway.schemas import SchemaSet
+from gateway.settings import Settings, load_settings
+from gateway.vendors import registry
+from gateway.vendors.base import Inbound, Reply, Vendor, problem_reply
+
+RETRY_AFTER_SECONDS: Final = "5"
+_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+log = structlog.get_logger("gateway")
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the gateway for `settings` (default: read from the environment, see settings.py)."""
+    settings = settings or load_settings()
+    configure_logging(settings.logging)
+    vendors = registry()
+    publisher = Publisher(settings.kafka, settings.server)
+    pipeline = Pipeline(
+        settings,
+        SchemaSet(),
+        Authenticator(settings.tenants),
+        Deduper(settings.dedupe.window_seconds, settings.dedupe.max_entries),
+        publisher,
+    )
+    pipeline.prepare(list(vendors.values()))
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await publisher.start()
+        log.info(
+            "started",
+            version=__version__,
+            kafka=settings.kafka.bootstrap_servers,
+            topics=[settings.kafka.canonical_topic, settings.kafka.deadletter_topic],
+            vendors=sorted(vendors),
+        )
+        try:
+            yield
+        finally:
+            await publisher.stop()
+            log.info("stopped")
+
+    routes = [
+        Route("/healthz", _healthz, methods=["GET"]),
+        Route("/readyz", _readyz(publisher), methods=["GET"]),
+        Route("/metrics", _metrics(metrics), methods=["GET"]),
+        Route("/openapi.json", _openapi(vendors), methods=["GET"]),
+    ]
+    for vendor in vendors.values():
+        routes.append(
+            Route(vendor.path, _ingest(vendor, pipeline, settings, metrics), methods=["POST"])
+        )
+        if vendor.describe is not None:
+            routes.append(
+                Route(vendor.path, _describe(vendor, pipeline, settings), methods=["GET"])
+            )
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def create_app_from_env() -> Starlette:
+    """Factory for `uvicorn --factory` (used by `gateway serve`, one call per worker)."""
+    return create_app()
+
+
+def _ingest(vendor: Vendor, pipeline: Pipeline, settings: Settings, metrics: Metrics) -> Endpoint:
+    limit = settings.server.max_body_bytes
+
+    async def endpoint(request: Request) -> Response:
+        started = time.perf_counter()
+        request_id = _request_id(request)
+        stats = RequestStats()
+        error_code = None
+        try:
+            inbound = _inbound(request, await _read_body(request, limit))
+            reply = await pipeline.ingest(vendor, inbound, request_id, stats)
+        except GatewayError as error:
+            error_code = error.code
+            reply = _error_reply(vendor, error)
+        except Exception:
+            log.exception("request_failed", request_id=request_id, vendor=vendor.name)
+            error_code = "internal_error"
+            reply = problem_reply(GatewayError("the gateway failed to take this request"))
+        elapsed = time.perf_counter() - started
+        metrics.requests.labels(vendor.name, str(reply.status)).inc()
+        metrics.latency.labels(vendor.name).observe(elapsed)
+        tenant = stats.tenant or "unknown"
+        for outcome, count in (
+            ("published", stats.accepted),
+            ("deadlettered", stats.deadlettered),
+            ("duplicate", stats.duplicates),
+        ):
+            if count:
+                metrics.events.labels(tenant, vendor.name, outcome).inc(count)
+        log.info(
+            "request",
+            request_id=request_id,
+            method=request.method,
+            route=vendor.path,
+            vendor=vendor.name,
+            tenant=stats.tenant,
+            status=reply.status,
+            error=error_code,
+            accepted=stats.accepted,
+            deadlettered=stats.deadlettered,
+            duplicates=stats.duplicates,
+            latency_ms=round(elapsed * 1000, 3),
+        )
+        return _response(reply, request_id)
+
+    return endpoint
+
+
+def _describe(vendor: Vendor, pipeline: Pipeline, settings: Settings) -> Endpoint:
+    assert vendor.describe is not None  # noqa: S101  # only routed for vendors that describe
+    describe = vendor.describe
+
+    async def endpoint(request: Request) -> Response:
+        request_id = _request_id(request)
+        try:
+            pipeline.authenticate(vendor, _inbound(request, b""))
+            reply = describe(settings)
+        except GatewayError as error:
+            reply = _error_reply(vendor, error)
+        log.info(
+            "request",
+            request_id=request_id,
+            method="GET",
+            route=vendor.path,
+            vendor=vendor.name,
+            status=reply.status,
+        )
+        return _response(reply, request_id)
+
+    return endpoint
+
+
+def _error_reply(vendor: Vendor, error: GatewayError) -> Reply:
+    reply = vendor.render_error(error)
+    if error.retryable:
+        reply = Reply(
+            reply.status,
+            reply.body,
+            reply.media_type,
+            {**reply.headers, "retry-after": RETRY_AFTER_SECONDS},
+        )
+    return reply
+
+
+def _response(reply: Reply, request_id: str) -> Response:
+    headers = {**reply.headers, "x-request-id": request_id}
+    return Response(reply.body, reply.status, headers=headers, media_type=reply.media_type)
+
+
+def _request_id(request: Request) -> str:
+    given = request.headers.get("x-request-id", "")
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+def _inbound(request: Request, body: bytes) -> Inbound:
+    content_type = request.headers.get("content-type", "")
+    return Inbound(
+        method=request.method,
+        media_type=content_type.split(";", 1)[0].strip().lower(),
+        body=body,
+        headers=request.headers,
+        query=request.query_params,
+        path_params={k: str(v) for k, v in request.path_params.items()},
+    )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it is known to exceed `limit` (declared or while streaming)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise MalformedPayload(f"invalid Content-Length {declared!r}")
+        if int(declared) > limit:
+            raise PayloadTooLarge(f"the body is larger than the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body is larger than the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _healthz(_: Request) -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+def _readyz(publisher: Publisher) -> Endpoint:
+    async def endpoint(_: Request) -> Response:
+        if await publisher.ready():
+            return Response(b'{"status":"ready"}', media_type="application/json")
+        return Response(
+            b'{"status":"unavailable","reason":"kafka unreachable"}',
+            503,
+            media_type="application/json",
+        )
+
+    return endpoint
+
+
+def _metrics(metrics: Metrics) -> Endpoint:
+    async def endpoint(_: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return endpoint
+
+
+def _openapi(vendors: dict[str, Vendor]) -> Endpoint:
+    document = orjson.dumps(openapi_document(vendors))
+
+    async def endpoint(_: Request) -> Response:
+        return Response(document, media_type="application/json")
+
+    return endpoint
+
+
+def openapi_document(vendors: dict[str, Vendor]) -> dict[str, Any]:
+    """An OpenAPI 3.1 description of every route."""
+    paths: dict[str, Any] = {}
+    for vendor in vendors.values():
+        operations: dict[str, Any] = {
+            "post": {
+                "summary": f"Ingest {vendor.name} events",
+                "tags": [vendor.name],
+                "requestBody": {"required": True, "content": {"application/json": {}}},
+                "responses": {
+                    str(vendor.success.status): {
+                        "description": "accepted and acknowledged by Kafka"
+                    },
+                    "400": {"description": "malformed payload"},
+                    "401": {"description": "missing or invalid credentials"},
+                    "413": {"description": "body over the size limit"},
+                    "415": {"description": "unsupported content type"},
+                    "422": {"description": "unsupported version"},
+                    "503": {"description": "Kafka unavailable; retry after Retry-After"},
+                },
+            }
+        }
+        if vendor.describe is not None:
+            operations["get"] = {
+                "summary": f"{vendor.name} endpoint configuration",
+                "tags": [vendor.name],
+                "responses": {
+                    "200": {"description": "configuration"},
+                    "401": {"description": "unauthorized"},
+                },
+            }
+        paths[vendor.path] = operations
+    for path, summary in (
+        ("/healthz", "the process is up"),
+        ("/readyz", "200 only when Kafka is reachable"),
+        ("/metrics", "Prometheus metrics"),
+        ("/openapi.json", "this document"),
+    ):
+        paths[path] = {"get": {"summary": summary, "responses": {"200": {"description": "ok"}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "assessment-gateway", "version": __version__},
+        "paths": paths,
+    }

@@ -1,0 +1,253 @@
+"""The one place that knows the order of the steps every request takes.
+
+authenticate -> decode -> validate the envelope -> split -> per event: validate, normalize
+-> dedupe -> publish canonical records and dead letters together, await every ack -> reply.
+Invalid or unmappable events of an authenticated request become dead letters; the request
+still gets the vendor's success reply, because one bad event must not cost the sender the others.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+import structlog
+
+from gateway.auth import Authenticator, Credentials
+from gateway.canonical import (
+    CONTENT_TYPE,
+    CanonicalEvent,
+    NormalizeContext,
+    content_digest,
+    format_time,
+    to_record,
+)
+from gateway.dedupe import Deduper
+from gateway.errors import (
+    BrokerUnavailable,
+    FieldError,
+    GatewayError,
+    MalformedPayload,
+    NormalizeError,
+    Rejection,
+    UnsupportedMediaType,
+    UnsupportedVersion,
+)
+from gateway.publisher import OutRecord, Publisher
+from gateway.schemas import SchemaSet
+from gateway.settings import Settings
+from gateway.vendors.base import Inbound, Item, Reply, Vendor
+
+_CANONICAL_HEADERS: Final = (("content-type", CONTENT_TYPE.encode()),)
+_DEADLETTER_HEADERS: Final = (("content-type", b"application/json"),)
+# Errors that mean "this body as a whole cannot be taken"; its bytes are dead-lettered for replay.
+_BODY_ERRORS: Final = (MalformedPayload, UnsupportedMediaType, UnsupportedVersion)
+
+log = structlog.get_logger("gateway.pipeline")
+
+
+@dataclass
+class RequestStats:
+    """What one request came to, for its log line and metrics."""
+
+    tenant: str | None = None
+    accepted: int = 0
+    deadlettered: int = 0
+    duplicates: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    canonical: list[dict[str, Any]]
+    dead_letters: list[OutRecord]
+
+
+class Pipeline:
+    """Runs a vendor's request through the steps, with the gateway's shared services."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        schemas: SchemaSet,
+        authenticator: Authenticator,
+        deduper: Deduper,
+        publisher: Publisher,
+    ) -> None:
+        self._settings = settings
+        self._schemas = schemas
+        self._auth = authenticator
+        self._deduper = deduper
+        self._publisher = publisher
+
+    def prepare(self, vendors: Sequence[Vendor]) -> None:
+        """Compile every schema the vendors use, so that start-up fails, not the first request."""
+        for vendor in vendors:
+            names = (vendor.envelope_schema, *vendor.item_schemas)
+            for name in filter(None, names):
+                self._schemas.get(vendor.schema_ref(name))
+
+    def authenticate(self, vendor: Vendor, inbound: Inbound) -> str:
+        """The tenant of the request's credential (raises Unauthorized)."""
+        return self._auth.authenticate(
+            vendor.name, vendor.auth, Credentials(inbound.headers, inbound.query)
+        )
+
+    async def ingest(
+        self, vendor: Vendor, inbound: Inbound, request_id: str, stats: RequestStats
+    ) -> Reply:
+        """Take one request; returns the vendor's success reply or raises a GatewayError."""
+        received_at = datetime.now(UTC)
+        stats.tenant = tenant = self.authenticate(vendor, inbound)
+        ctx = NormalizeContext(tenant, vendor.name, received_at, request_id)
+        try:
+            items = self._split(vendor, inbound)
+        except _BODY_ERRORS as error:
+            await self._dead_letter_body(ctx, inbound, error)
+            stats.deadlettered = 1
+            raise
+        outcome = self._process(vendor, items, ctx)
+        await self._publish(outcome, stats)
+        return vendor.success
+
+    def _split(self, vendor: Vendor, inbound: Inbound) -> Sequence[Item]:
+        decoded = vendor.decode(inbound)
+        if vendor.envelope_schema:
+            schema = self._schemas.get(vendor.schema_ref(vendor.envelope_schema))
+            errors = schema.errors(decoded)
+            if errors:
+                raise MalformedPayload(
+                    f"not a valid {vendor.name} {vendor.envelope_schema}", errors
+                )
+        return vendor.split(decoded)
+
+    def _process(self, vendor: Vendor, items: Sequence[Item], ctx: NormalizeContext) -> _Outcome:
+        include_original = self._settings.canonical.include_original
+        canonical: list[dict[str, Any]] = []
+        dead: list[OutRecord] = []
+        for item in items:
+            rejection = self._validate(vendor, item)
+            if rejection is None:
+                try:
+                    events = vendor.normalize(item, ctx)
+                except NormalizeError as exc:
+                    errors = (FieldError(exc.path, exc.message),)
+                    rejection = Rejection(
+                        "unmappable", f"cannot be normalized: {exc.message}", errors
+                    )
+            if rejection is not None:
+                dead.append(
+                    self._dead_letter(ctx, rejection, original=item.payload, where=item.where)
+                )
+                continue
+            digest = content_digest(item.payload)
+            original = item.payload if include_original else None
+            for event in events:
+                identified = event if event.identity else _with_identity(event, digest)
+                canonical.append(to_record(identified, ctx, digest, original))
+        return _Outcome(canonical, dead)
+
+    def _validate(self, vendor: Vendor, item: Item) -> Rejection | None:
+        errors = self._schemas.get(vendor.schema_ref(item.schema)).errors(item.payload)
+        if not errors:
+            return None
+        return Rejection(
+            "schema_violation",
+            f"not a valid {vendor.name} {item.schema}: {errors[0].message}",
+            errors,
+        )
+
+    async def _publish(self, outcome: _Outcome, stats: RequestStats) -> None:
+        kafka = self._settings.kafka
+        claimed: list[str] = []
+        records = list(outcome.dead_letters)
+        seen: set[str] = set()
+        try:
+            for record in outcome.canonical:
+                record_id = record["id"]
+                # A re-send inside the same request must not wait on its own claim.
+                if record_id in seen or not await self._deduper.claim(record_id):
+                    stats.duplicates += 1
+                    continue
+                seen.add(record_id)
+                claimed.append(record_id)
+                records.append(
+                    OutRecord(
+                        kafka.canonical_topic,
+                        record["partitionkey"].encode(),
+                        orjson.dumps(record),
+                        _CANONICAL_HEADERS,
+                    )
+                )
+            await self._publisher.publish(records)
+        except BaseException:
+            for record_id in claimed:
+                self._deduper.settle(record_id, published=False)
+            raise
+        for record_id in claimed:
+            self._deduper.settle(record_id, published=True)
+        stats.accepted = len(claimed)
+        stats.deadlettered = len(outcome.dead_letters)
+
+    def _dead_letter(
+        self,
+        ctx: NormalizeContext,
+        rejection: Rejection,
+        *,
+        original: Any = None,
+        body: Inbound | None = None,
+        where: str = "",
+    ) -> OutRecord:
+        letter: dict[str, Any] = {
+            "id": str(uuid.uuid4()),
+            "reason": rejection.code,
+            "message": rejection.message,
+            "errors": [{"path": e.path, "message": e.message} for e in rejection.errors],
+            "tenant": ctx.tenant,
+            "vendor": ctx.vendor,
+            "receivedat": format_time(ctx.received_at),
+            "request_id": ctx.delivery_id,
+        }
+        if body is not None:
+            letter.update(_original_body(body))
+        else:
+            letter["where"] = where
+            letter["original"] = original
+        key = f"{ctx.tenant}|{ctx.vendor}".encode()
+        return OutRecord(
+            self._settings.kafka.deadletter_topic, key, orjson.dumps(letter), _DEADLETTER_HEADERS
+        )
+
+    async def _dead_letter_body(
+        self, ctx: NormalizeContext, inbound: Inbound, error: GatewayError
+    ) -> None:
+        rejection = Rejection(error.code, error.message, error.errors)
+        try:
+            await self._publisher.publish([self._dead_letter(ctx, rejection, body=inbound)])
+        except BrokerUnavailable:
+            # The sender still learns what is wrong with its body; that matters more here.
+            log.warning(
+                "deadletter_failed", reason=error.code, vendor=ctx.vendor, tenant=ctx.tenant
+            )
+
+
+def _with_identity(event: CanonicalEvent, digest: str) -> CanonicalEvent:
+    """An event whose vendor gave it no id is identified by its content."""
+    return replace(event, identity=f"sha256:{digest}")
+
+
+def _original_body(inbound: Inbound) -> dict[str, Any]:
+    """The whole body of a request that could not be split into events, kept byte for byte."""
+    try:
+        text, encoding = inbound.body.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(inbound.body).decode("ascii"), "base64"
+    return {
+        "original_body": text,
+        "original_body_encoding": encoding,
+        "original_media_type": inbound.media_type,
+    }

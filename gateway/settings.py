@@ -1,0 +1,295 @@
+"""One settings object, read once at start-up from a TOML file plus `GATEWAY_*` overrides.
+
+Every scalar setting `[section] key` can be overridden by the variable `GATEWAY_<SECTION>_<KEY>`
+(e.g. `GATEWAY_KAFKA_BOOTSTRAP_SERVERS`). A missing file, an unknown key, a value of the wrong type
+or a secret whose variable is unset fails start-up with a message naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from gateway.errors import ConfigError
+
+ENV_PREFIX = "GATEWAY_"
+CONFIG_ENV = "GATEWAY_CONFIG"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The HTTP listener and what it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    # 4 MiB: Blackboard batches run to a few hundred KB; Caliper's own example endpoint says 512 KB.
+    max_body_bytes: int = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """The Kafka cluster, the topics and the producer's delivery settings."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    canonical_topic: str = "edu.events.v1"
+    deadletter_topic: str = "edu.events.deadletter.v1"
+    client_id: str = "assessment-gateway"
+    # Production Kafka supports idempotent producers; the embedded dev broker does not.
+    enable_idempotence: bool = True
+    compression: str = "zstd"
+    linger_ms: int = 5
+    max_batch_bytes: int = 1024 * 1024
+    # How long a request waits for the acks of its records before it is answered 503.
+    publish_timeout_seconds: float = 10.0
+    create_topics: bool = True
+    topic_partitions: int = 6
+    topic_replication_factor: int = 3
+
+
+@dataclass(frozen=True)
+class DedupeSettings:
+    """How long a published event is remembered, so that a re-send makes no second record."""
+
+    window_seconds: float = 24 * 3600.0
+    max_entries: int = 1_000_000
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """Structured logging."""
+
+    level: str = "info"
+    format: str = "json"
+
+
+@dataclass(frozen=True)
+class CanonicalSettings:
+    """What goes into canonical records beyond the vendor-neutral fields."""
+
+    include_original: bool = False
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A secret that authenticates one vendor's requests for one tenant.
+
+    For bearer-token vendors `secret` is the token; `principal` is for schemes that name the sender.
+    """
+
+    vendor: str
+    secret: str
+    principal: str = ""
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """An institution whose events flow through the gateway; a credential maps to one tenant."""
+
+    name: str
+    credentials: tuple[Credential, ...] = ()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the gateway reads from its configuration."""
+
+    server: ServerSettings = field(default_factory=ServerSettings)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    dedupe: DedupeSettings = field(default_factory=DedupeSettings)
+    logging: LogSettings = field(default_factory=LogSettings)
+    canonical: CanonicalSettings = field(default_factory=CanonicalSettings)
+    tenants: tuple[Tenant, ...] = ()
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "server": ServerSettings,
+    "kafka": KafkaSettings,
+    "dedupe": DedupeSettings,
+    "logging": LogSettings,
+    "canonical": CanonicalSettings,
+}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "kafka.compression": ("none", "gzip", "lz4", "zstd"),
+    "logging.level": ("debug", "info", "warning", "error"),
+    "logging.format": ("json", "console"),
+}
+_POSITIVE = {
+    "server.port",
+    "server.workers",
+    "server.max_body_bytes",
+    "kafka.max_batch_bytes",
+    "kafka.publish_timeout_seconds",
+    "kafka.topic_partitions",
+    "kafka.topic_replication_factor",
+    "dedupe.max_entries",
+}
+
+T = TypeVar("T")
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the TOML file (`path`, else `$GATEWAY_CONFIG`, else defaults) and apply overrides."""
+    env = os.environ if environ is None else environ
+    if path is None and env.get(CONFIG_ENV):
+        path = Path(env[CONFIG_ENV])
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
+    unknown = set(raw) - set(_SECTIONS) - {"tenants"}
+    if unknown:
+        raise ConfigError(f"unknown configuration section(s): {', '.join(sorted(unknown))}")
+    sections = {
+        name: _build(cls, _table(raw.get(name, {}), name), name, env)
+        for name, cls in _SECTIONS.items()
+    }
+    tenants = _tenants(raw.get("tenants", []), env)
+    return Settings(tenants=tenants, **sections)
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table")
+    return value
+
+
+def _build(cls: type[T], table: dict[str, Any], section: str, env: Mapping[str, str]) -> T:
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]  # cls is always a dataclass
+    unknown = set(table) - names
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in [{section}]: {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for name in names:
+        key = f"{section}.{name}"
+        variable = f"{ENV_PREFIX}{section}_{name}".upper()
+        if variable in env:
+            values[name] = _from_env(env[variable], hints[name], variable)
+        elif name in table:
+            values[name] = _checked(table[name], hints[name], key)
+        else:
+            continue
+        _check_value(key, values[name])
+    return cls(**values)
+
+
+def _checked(value: Any, hint: Any, key: str) -> Any:
+    expected = _scalar_type(hint)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is int and isinstance(value, bool):
+        raise ConfigError(f"{key} must be an integer, not {value!r}")
+    if not isinstance(value, expected):
+        raise ConfigError(f"{key} must be of type {expected.__name__}, not {value!r}")
+    return value
+
+
+def _from_env(text: str, hint: Any, variable: str) -> Any:
+    expected = _scalar_type(hint)
+    if expected is bool:
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{variable} must be true or false, not {text!r}")
+    try:
+        return expected(text)
+    except ValueError:
+        raise ConfigError(f"{variable} must be of type {expected.__name__}, not {text!r}") from None
+
+
+def _scalar_type(hint: Any) -> type[Any]:
+    if get_origin(hint) in (Union, types.UnionType):
+        return next(a for a in get_args(hint) if a is not type(None))  # type: ignore[no-any-return]
+    return hint  # type: ignore[no-any-return]
+
+
+def _check_value(key: str, value: Any) -> None:
+    choices = _CHOICES.get(key)
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}, not {value!r}")
+    if key in _POSITIVE and value <= 0:
+        raise ConfigError(f"{key} must be positive, not {value!r}")
+    if isinstance(value, str) and not value and key.startswith("kafka."):
+        raise ConfigError(f"{key} must not be empty")
+
+
+def _tenants(value: Any, env: Mapping[str, str]) -> tuple[Tenant, ...]:
+    if not isinstance(value, list):
+        raise ConfigError("tenants must be an array of tables ([[tenants]])")
+    tenants: list[Tenant] = []
+    for i, entry in enumerate(value):
+        table = _table(entry, f"tenants[{i}]")
+        name = table.get("name")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"tenants[{i}].name is missing")
+        unknown = set(table) - {"name", "credentials"}
+        if unknown:
+            raise ConfigError(
+                f"unknown setting(s) in tenant {name!r}: {', '.join(sorted(unknown))}"
+            )
+        creds = table.get("credentials", [])
+        if not isinstance(creds, list):
+            raise ConfigError(f"tenant {name!r}: credentials must be an array of tables")
+        credentials = tuple(
+            _credential(_table(c, f"tenant {name!r} credentials[{j}]"), f"tenant {name!r}", j, env)
+            for j, c in enumerate(creds)
+        )
+        tenants.append(Tenant(name=name, credentials=credentials))
+    names = [t.name for t in tenants]
+    if len(set(names)) != len(names):
+        raise ConfigError("tenant names must be unique")
+    _check_credentials_unique(tenants)
+    return tuple(tenants)
+
+
+def _credential(
+    table: dict[str, Any], owner: str, index: int, env: Mapping[str, str]
+) -> Credential:
+    where = f"{owner} credentials[{index}]"
+    unknown = set(table) - {"vendor", "secret", "secret_env", "principal"}
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in {where}: {', '.join(sorted(unknown))}")
+    vendor = table.get("vendor")
+    if not isinstance(vendor, str) or not vendor:
+        raise ConfigError(f"{where}.vendor is missing")
+    if "secret" in table and "secret_env" in table:
+        raise ConfigError(f"{where}: give secret or secret_env, not both")
+    if "secret_env" in table:
+        variable = table["secret_env"]
+        secret = env.get(variable, "") if isinstance(variable, str) else ""
+        if not secret:
+            raise ConfigError(f"{where}: environment variable {variable!r} (secret_env) is not set")
+    else:
+        secret = table.get("secret", "")
+        if not isinstance(secret, str) or not secret:
+            raise ConfigError(f"{where}: secret (or secret_env) is missing")
+    principal = table.get("principal", "")
+    if not isinstance(principal, str):
+        raise ConfigError(f"{where}.principal must be a string")
+    return Credential(vendor=vendor, secret=secret, principal=principal)
+
+
+def _check_credentials_unique(tenants: list[Tenant]) -> None:
+    # A credential that two tenants share would make the tenant of a request ambiguous.
+    seen: dict[tuple[str, str, str], str] = {}
+    for tenant in tenants:
+        for cred in tenant.credentials:
+            key = (cred.vendor, cred.principal, cred.secret)
+            if key in seen and seen[key] != tenant.name:
+                raise ConfigError(
+                    f"a {cred.vendor} credential of tenant {tenant.name!r} is also "
+                    f"tenant {seen[key]!r}'s: each credential must map to one tenant"
+                )
+            seen[key] = tenant.name

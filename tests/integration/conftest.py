@@ -1,0 +1,192 @@
+"""Real components for the integration tests: the embedded broker and `gateway serve`, started
+once per test session on free loopback ports, and a Kafka reader that shows what was published.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from gateway.broker import start_broker, stop_broker
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "dev-token"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class KafkaRecord:
+    """A record read back from a topic."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+
+    def json(self) -> Any:
+        return orjson.loads(self.value)
+
+
+class TopicReader:
+    """Reads a topic from the beginning, as a downstream consumer would."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+
+    async def read(
+        self,
+        topic: str,
+        until: Callable[[list[KafkaRecord]], bool],
+        within: float = 15.0,
+    ) -> list[KafkaRecord]:
+        """Every record of `topic`, read until `until(records)` holds or `within` seconds pass."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            partitions = consumer.partitions_for_topic(topic)
+            for _ in range(50):
+                if partitions:
+                    break
+                await consumer._client.force_metadata_update()  # new topic
+                partitions = consumer.partitions_for_topic(topic)
+            assignment = [TopicPartition(topic, p) for p in sorted(partitions or ())]
+            consumer.assign(assignment)
+            await consumer.seek_to_beginning(*assignment)
+            records: list[KafkaRecord] = []
+            deadline = time.monotonic() + within
+            while time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=200)
+                for messages in batch.values():
+                    records.extend(
+                        KafkaRecord(m.topic, m.key, m.value, dict(m.headers)) for m in messages
+                    )
+                if until(records):
+                    break
+            return records
+        finally:
+            await consumer.stop()
+
+    async def settle(self, topic: str, quiet: float = 1.5) -> list[KafkaRecord]:
+        """Every record of `topic` once nothing new has arrived for `quiet` seconds."""
+        seen: list[int] = []
+        started = time.monotonic()
+
+        def quiet_enough(records: list[KafkaRecord]) -> bool:
+            seen.append(len(records))
+            return time.monotonic() - started > quiet and len(set(seen[-8:])) == 1
+
+        return await self.read(topic, quiet_enough, within=quiet + 10)
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """A running `gateway serve` process."""
+
+    url: str
+    canonical_topic: str
+    deadletter_topic: str
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        """The JSON lines the gateway has logged so far."""
+        lines = self.log_path.read_bytes().splitlines()
+        return [orjson.loads(line) for line in lines if line.startswith(b"{")]
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[str]:
+    """The embedded broker, on a free port; yields its bootstrap address."""
+    port = free_port()
+    process = start_broker(port, quiet=True)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop_broker(process)
+
+
+@pytest.fixture(scope="session")
+def kafka(broker: str) -> TopicReader:
+    return TopicReader(broker)
+
+
+def start_gateway(broker: str, tmp: Path, extra_env: dict[str, str] | None = None) -> Gateway:
+    """`gateway serve` with the dev configuration, its own topics and a free port."""
+    port = free_port()
+    suffix = uuid.uuid4().hex[:8]
+    canonical, deadletter = f"edu.events.v1.{suffix}", f"edu.events.deadletter.v1.{suffix}"
+    log_path = tmp / f"gateway-{suffix}.log"
+    env = {
+        **os.environ,
+        "GATEWAY_CONFIG": str(ROOT / "gateway.dev.toml"),
+        "GATEWAY_KAFKA_BOOTSTRAP_SERVERS": broker,
+        "GATEWAY_KAFKA_CANONICAL_TOPIC": canonical,
+        "GATEWAY_KAFKA_DEADLETTER_TOPIC": deadletter,
+        **(extra_env or {}),
+    }
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gateway exited: {log_path.read_text()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return Gateway(url, canonical, deadletter, log_path, process)
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"gateway did not become ready: {log_path.read_text()}")
+
+
+def stop_gateway(gateway: Gateway) -> None:
+    gateway.process.send_signal(signal.SIGTERM)
+    try:
+        gateway.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        gateway.process.kill()
+        gateway.process.wait()
+
+
+@pytest.fixture(scope="session")
+def gateway(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """One gateway for the whole session, with the dev configuration."""
+    running = start_gateway(broker, tmp_path_factory.mktemp("gateway"))
+    try:
+        yield running
+    finally:
+        stop_gateway(running)
+
+
+@pytest.fixture
+async def client(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+        yield http

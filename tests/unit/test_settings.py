@@ -1,0 +1,114 @@
+"""Settings: the TOML file, GATEWAY_* overrides, and loud failures on anything wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import ConfigError
+from gateway.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text(text)
+    return path
+
+
+def test_dev_config_has_the_documented_tenant_and_credentials() -> None:
+    settings = load_settings(ROOT / "gateway.dev.toml", environ={})
+    (demo,) = settings.tenants
+    assert demo.name == "demo"
+    by_vendor = {c.vendor: c for c in demo.credentials}
+    assert by_vendor["caliper"].secret == "dev-token"
+    assert by_vendor["canvas"].secret == "dev-token"
+    assert (by_vendor["pearson"].principal, by_vendor["pearson"].secret) == (
+        "dev-principal",
+        "dev-pearson-key!",
+    )
+    assert by_vendor["inspera"].secret == "dev-inspera-secret"
+    assert settings.kafka.enable_idempotence is False  # the embedded broker cannot do it
+    assert settings.kafka.canonical_topic == "edu.events.v1"
+    assert settings.kafka.deadletter_topic == "edu.events.deadletter.v1"
+
+
+def test_defaults_are_production_safe() -> None:
+    settings = load_settings(None, environ={})
+    assert settings.kafka.enable_idempotence is True
+    assert settings.server.max_body_bytes == 4 * 1024 * 1024
+    assert settings.canonical.include_original is False
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "[kafka]\nbootstrap_servers = 'a:1'\nlinger_ms = 5\n")
+    env = {
+        "GATEWAY_KAFKA_BOOTSTRAP_SERVERS": "b:2",
+        "GATEWAY_KAFKA_LINGER_MS": "20",
+        "GATEWAY_KAFKA_ENABLE_IDEMPOTENCE": "false",
+        "GATEWAY_DEDUPE_WINDOW_SECONDS": "60",
+    }
+    settings = load_settings(path, environ=env)
+    assert settings.kafka.bootstrap_servers == "b:2"
+    assert settings.kafka.linger_ms == 20
+    assert settings.kafka.enable_idempotence is False
+    assert settings.dedupe.window_seconds == 60.0
+
+
+def test_config_file_is_named_by_gateway_config(tmp_path: Path) -> None:
+    path = write(tmp_path, "[server]\nport = 9999\n")
+    assert load_settings(environ={"GATEWAY_CONFIG": str(path)}).server.port == 9999
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("[kafka]\nlinger_ms = 'soon'\n", {}, "kafka.linger_ms must be of type int"),
+        ("[kafka]\nlingerms = 5\n", {}, "unknown setting(s) in [kafka]: lingerms"),
+        ("[kafka]\ncompression = 'brotli'\n", {}, "kafka.compression must be one of"),
+        ("[server]\nport = 0\n", {}, "server.port must be positive"),
+        ("[srever]\n", {}, "unknown configuration section(s): srever"),
+        ("", {"GATEWAY_SERVER_PORT": "eighty"}, "GATEWAY_SERVER_PORT must be of type int"),
+        ("", {"GATEWAY_KAFKA_CREATE_TOPICS": "maybe"}, "must be true or false"),
+        ("[[tenants]]\n", {}, "tenants[0].name is missing"),
+        (
+            "[[tenants]]\nname='a'\n[[tenants.credentials]]\nvendor='caliper'\n",
+            {},
+            "secret (or secret_env) is missing",
+        ),
+        (
+            "[[tenants]]\nname='a'\n[[tenants.credentials]]\nvendor='caliper'\nsecret_env='NOPE'\n",
+            {},
+            "environment variable 'NOPE' (secret_env) is not set",
+        ),
+        (
+            "[[tenants]]\nname='a'\n[[tenants.credentials]]\nvendor='caliper'\nsecret='t'\n"
+            "[[tenants]]\nname='b'\n[[tenants.credentials]]\nvendor='caliper'\nsecret='t'\n",
+            {},
+            "each credential must map to one tenant",
+        ),
+        ("not toml = = =", {}, "is not valid TOML"),
+    ],
+)
+def test_invalid_configuration_fails_loudly(
+    tmp_path: Path, text: str, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text), environ=env)
+    assert message in raised.value.message
+
+
+def test_missing_config_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml", environ={})
+
+
+def test_secret_can_come_from_the_environment(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "[[tenants]]\nname='uni'\n[[tenants.credentials]]\nvendor='caliper'\nsecret_env='TOK'\n",
+    )
+    settings = load_settings(path, environ={"TOK": "s3cret"})
+    assert settings.tenants[0].credentials[0].secret == "s3cret"
