@@ -62,9 +62,62 @@ class RequestStats:
 
 
 @dataclass(frozen=True, slots=True)
-class _Outcome:
+class Normalized:
+    """What the pure steps make of a request's items: canonical records and rejected items."""
+
     canonical: list[dict[str, Any]]
-    dead_letters: list[OutRecord]
+    rejected: list[tuple[Item, Rejection]]
+
+
+def split_request(vendor: Vendor, inbound: Inbound, schemas: SchemaSet) -> Sequence[Item]:
+    """Decode the body, check the vendor's envelope schema and split it into items.
+
+    Raises the vendor's MalformedPayload / UnsupportedMediaType / UnsupportedVersion.
+    """
+    decoded = vendor.decode(inbound)
+    if vendor.envelope_schema:
+        errors = schemas.get(vendor.schema_ref(vendor.envelope_schema)).errors(decoded)
+        if errors:
+            raise MalformedPayload(f"not a valid {vendor.name} {vendor.envelope_schema}", errors)
+    return vendor.split(decoded)
+
+
+def normalize_items(
+    vendor: Vendor,
+    items: Sequence[Item],
+    ctx: NormalizeContext,
+    schemas: SchemaSet,
+    include_original: bool,
+) -> Normalized:
+    """Validate and normalize each item: the pure part of the pipeline (no I/O, no clock)."""
+    canonical: list[dict[str, Any]] = []
+    rejected: list[tuple[Item, Rejection]] = []
+    for item in items:
+        rejection = validate_item(vendor, item, schemas)
+        if rejection is None:
+            try:
+                events = vendor.normalize(item, ctx)
+            except NormalizeError as exc:
+                errors = (FieldError(exc.path, exc.message),)
+                rejection = Rejection("unmappable", f"cannot be normalized: {exc.message}", errors)
+        if rejection is not None:
+            rejected.append((item, rejection))
+            continue
+        digest = content_digest(item.payload)
+        original = item.payload if include_original else None
+        for event in events:
+            identified = event if event.identity else _with_identity(event, digest)
+            canonical.append(to_record(identified, ctx, digest, original))
+    return Normalized(canonical, rejected)
+
+
+def validate_item(vendor: Vendor, item: Item, schemas: SchemaSet) -> Rejection | None:
+    """None when the item satisfies its schema, else why it is rejected (with JSON pointers)."""
+    errors = schemas.get(vendor.schema_ref(item.schema)).errors(item.payload)
+    if not errors:
+        return None
+    message = f"not a valid {vendor.name} {item.schema}: {errors[0].message}"
+    return Rejection("schema_violation", message, errors)
 
 
 class Pipeline:
@@ -105,69 +158,29 @@ class Pipeline:
         stats.tenant = tenant = self.authenticate(vendor, inbound)
         ctx = NormalizeContext(tenant, vendor.name, received_at, request_id)
         try:
-            items = self._split(vendor, inbound)
+            items = split_request(vendor, inbound, self._schemas)
         except _BODY_ERRORS as error:
             await self._dead_letter_body(ctx, inbound, error)
             stats.deadlettered = 1
             raise
-        outcome = self._process(vendor, items, ctx)
-        await self._publish(outcome, stats)
+        normalized = normalize_items(
+            vendor, items, ctx, self._schemas, self._settings.canonical.include_original
+        )
+        await self._publish(ctx, normalized, stats)
         return vendor.success
 
-    def _split(self, vendor: Vendor, inbound: Inbound) -> Sequence[Item]:
-        decoded = vendor.decode(inbound)
-        if vendor.envelope_schema:
-            schema = self._schemas.get(vendor.schema_ref(vendor.envelope_schema))
-            errors = schema.errors(decoded)
-            if errors:
-                raise MalformedPayload(
-                    f"not a valid {vendor.name} {vendor.envelope_schema}", errors
-                )
-        return vendor.split(decoded)
-
-    def _process(self, vendor: Vendor, items: Sequence[Item], ctx: NormalizeContext) -> _Outcome:
-        include_original = self._settings.canonical.include_original
-        canonical: list[dict[str, Any]] = []
-        dead: list[OutRecord] = []
-        for item in items:
-            rejection = self._validate(vendor, item)
-            if rejection is None:
-                try:
-                    events = vendor.normalize(item, ctx)
-                except NormalizeError as exc:
-                    errors = (FieldError(exc.path, exc.message),)
-                    rejection = Rejection(
-                        "unmappable", f"cannot be normalized: {exc.message}", errors
-                    )
-            if rejection is not None:
-                dead.append(
-                    self._dead_letter(ctx, rejection, original=item.payload, where=item.where)
-                )
-                continue
-            digest = content_digest(item.payload)
-            original = item.payload if include_original else None
-            for event in events:
-                identified = event if event.identity else _with_identity(event, digest)
-                canonical.append(to_record(identified, ctx, digest, original))
-        return _Outcome(canonical, dead)
-
-    def _validate(self, vendor: Vendor, item: Item) -> Rejection | None:
-        errors = self._schemas.get(vendor.schema_ref(item.schema)).errors(item.payload)
-        if not errors:
-            return None
-        return Rejection(
-            "schema_violation",
-            f"not a valid {vendor.name} {item.schema}: {errors[0].message}",
-            errors,
-        )
-
-    async def _publish(self, outcome: _Outcome, stats: RequestStats) -> None:
+    async def _publish(
+        self, ctx: NormalizeContext, normalized: Normalized, stats: RequestStats
+    ) -> None:
         kafka = self._settings.kafka
         claimed: list[str] = []
-        records = list(outcome.dead_letters)
+        records = [
+            self._dead_letter(ctx, rejection, original=item.payload, where=item.where)
+            for item, rejection in normalized.rejected
+        ]
         seen: set[str] = set()
         try:
-            for record in outcome.canonical:
+            for record in normalized.canonical:
                 record_id = record["id"]
                 # A re-send inside the same request must not wait on its own claim.
                 if record_id in seen or not await self._deduper.claim(record_id):
@@ -191,7 +204,7 @@ class Pipeline:
         for record_id in claimed:
             self._deduper.settle(record_id, published=True)
         stats.accepted = len(claimed)
-        stats.deadlettered = len(outcome.dead_letters)
+        stats.deadlettered = len(normalized.rejected)
 
     def _dead_letter(
         self,

@@ -1,0 +1,88 @@
+"""What ops see: health and readiness probes, Prometheus metrics, one JSON log line per request."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from gateway.broker import start_broker, stop_broker
+from tests.integration.conftest import TOKEN, Gateway, free_port, start_gateway, stop_gateway
+from tests.integration.test_caliper import assessment_started, envelope
+
+AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+
+
+async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready"}
+
+
+async def test_metrics_count_requests_and_events(client: httpx.AsyncClient) -> None:
+    bad = assessment_started()
+    del bad["actor"]
+    await client.post(
+        "/v1/caliper", content=orjson.dumps(envelope(assessment_started(), bad)), headers=AUTH
+    )
+    await client.post("/v1/caliper", content=b"{}", headers={"Authorization": "nope"})
+    text = (await client.get("/metrics")).text
+    assert 'gateway_requests_total{status="200",vendor="caliper"}' in text
+    assert 'gateway_requests_total{status="401",vendor="caliper"}' in text
+    assert 'gateway_events_total{outcome="published",tenant="demo",vendor="caliper"}' in text
+    assert 'gateway_events_total{outcome="deadlettered",tenant="demo",vendor="caliper"}' in text
+    assert "gateway_request_duration_seconds_bucket" in text
+
+
+async def test_one_log_line_per_request_without_secrets_or_bodies(
+    client: httpx.AsyncClient, gateway: Gateway
+) -> None:
+    request_id = uuid.uuid4().hex
+    event = assessment_started()
+    event["actor"]["email"] = "jane.learner@example.edu"
+    response = await client.post(
+        "/v1/caliper",
+        content=orjson.dumps(envelope(event, event)),
+        headers={**AUTH, "X-Request-Id": request_id},
+    )
+    assert response.headers["x-request-id"] == request_id
+    lines = [line for line in gateway.log_lines() if line.get("request_id") == request_id]
+    assert len(lines) == 1
+    line = lines[0]
+    assert line["event"] == "request"
+    assert line["tenant"] == "demo"
+    assert line["vendor"] == "caliper"
+    assert line["status"] == 200
+    assert (line["accepted"], line["deadlettered"], line["duplicates"]) == (1, 0, 1)
+    assert isinstance(line["latency_ms"], float)
+    log = gateway.log_path.read_text()
+    assert TOKEN not in log
+    assert "jane.learner@example.edu" not in log
+    assert event["id"] not in log  # no payload content at all
+
+
+async def test_readiness_fails_when_the_broker_is_gone(tmp_path: Path) -> None:
+    port = free_port()
+    broker = start_broker(port, quiet=True)
+    gateway = start_gateway(f"127.0.0.1:{port}", tmp_path)
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+            assert (await client.get("/readyz")).status_code == 200
+            stop_broker(broker)
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503
+            assert (await client.get("/healthz")).status_code == 200
+    finally:
+        stop_gateway(gateway)
+        stop_broker(broker)
+
+
+@pytest.mark.parametrize("path", ["/openapi.json"])
+async def test_openapi_lists_every_route(client: httpx.AsyncClient, path: str) -> None:
+    document = (await client.get(path)).json()
+    assert set(document["paths"]) >= {"/v1/caliper", "/healthz", "/readyz", "/metrics"}
+    assert set(document["paths"]["/v1/caliper"]) == {"post", "get"}
