@@ -62,6 +62,8 @@ _RESPONSE_TYPES: Final = frozenset(
     }
 )
 _IRI_SEPARATORS: Final = re.compile(r"[#/:]")
+_IMS_IRI: Final = "http://purl.imsglobal.org/"
+_WORD_START: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
 def term(value: Any) -> str:
@@ -69,6 +71,11 @@ def term(value: Any) -> str:
     if not isinstance(value, str):
         return ""
     return _IRI_SEPARATORS.split(value)[-1] if ":" in value else value
+
+
+def snake_case(action: str) -> str:
+    """`NavigatedTo` -> `navigated_to`: the canonical spelling of a vendor's verb."""
+    return _WORD_START.sub("_", action).lower()
 
 
 def is_event(item: Any) -> bool:
@@ -180,11 +187,14 @@ def normalize(item: Item, ctx: NormalizeContext) -> list[CanonicalEvent]:
     else:
         actor_other = actor if learner is None or actor["id"] != learner["id"] else None
 
-    item_entity = obj if _kind(obj) == "AssessmentItem" else None
-    assessment = _assessment_of(obj, item_entity, attempt)
+    # A thinned object (a bare IRI) is known only by the event type it belongs to.
+    thinned = isinstance(obj, str)
+    is_item = _kind(obj) == "AssessmentItem" or (thinned and event_type == "AssessmentItemEvent")
+    item_entity = obj if is_item else None
+    assessment = _assessment_of(event_type, obj, item_entity, attempt)
     data = _compact(
         {
-            "action": action.lower(),
+            "action": snake_case(action),
             "learner": learner,
             "actor": actor_other,
             "assessment": assessment,
@@ -227,7 +237,11 @@ def _id(entity: Any) -> str | None:
 def _entity(entity: Any) -> dict[str, Any]:
     """`{id, type, name}` of an entity given as an object or as a bare IRI string."""
     if isinstance(entity, dict):
-        return _compact({"id": _id(entity), "type": entity.get("type"), "name": entity.get("name")})
+        kind = entity.get("type")
+        # IMS's own IRIs name Caliper terms; other vendors' IRIs (Blackboard's) stay whole.
+        if isinstance(kind, str) and kind.startswith(_IMS_IRI):
+            kind = term(kind)
+        return _compact({"id": _id(entity), "type": kind, "name": entity.get("name")})
     return {"id": entity}
 
 
@@ -243,17 +257,19 @@ def _attempt_of(obj: Any, generated: Any) -> Any:
     return None
 
 
-def _assessment_of(obj: Any, item_entity: Any, attempt: Any) -> dict[str, Any] | None:
-    if _kind(obj) == "Assessment" or (
-        isinstance(obj, str) and item_entity is None and attempt is None
-    ):
-        source: Any = obj
-    elif item_entity is not None:
+def _assessment_of(
+    event_type: str, obj: Any, item_entity: Any, attempt: Any
+) -> dict[str, Any] | None:
+    """The Assessment: the object, the item's parent, or what the attempt was assigned."""
+    source: Any = None
+    if _kind(obj) == "Assessment" or (isinstance(obj, str) and event_type == "AssessmentEvent"):
+        source = obj
+    elif isinstance(item_entity, dict):
         source = item_entity.get("isPartOf")
     elif isinstance(attempt, dict):
         source = attempt.get("assignable")
-    else:
-        source = None
+        if _kind(source) == "AssessmentItem":  # an item-level attempt: its item's parent
+            source = source.get("isPartOf")
     if source is None:
         return None
     if not isinstance(source, dict):
