@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from gateway.broker import port_in_use, wait_until_listening
+from gateway.cli import example_curl
 from tests.integration.conftest import ROOT, free_port
 
 GATEWAY = [sys.executable, "-m", "gateway.cli"]
@@ -100,3 +101,10 @@ def test_serve_fails_loudly_on_an_invalid_setting(tmp_path: Path) -> None:
 def test_version() -> None:
     result = subprocess.run([*GATEWAY, "--version"], capture_output=True, text=True, check=True)
     assert re.fullmatch(r"gateway \d+\.\d+\.\d+\n", result.stdout)
+
+
+def test_readme_shows_the_curl_that_dev_prints() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert example_curl(8080) in readme
+    assert "make run" in readme
+    assert "make test" in readme
