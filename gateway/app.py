@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from gateway import __version__
 from gateway.auth import Authenticator
+from gateway.components import ComponentContext, build_components
 from gateway.dedupe import Deduper
 from gateway.errors import GatewayError, MalformedPayload, PayloadTooLarge
 from gateway.observability import Metrics, configure_logging
@@ -30,7 +31,7 @@ from gateway.publisher import Publisher
 from gateway.schemas import SchemaSet
 from gateway.settings import Settings, load_settings
 from gateway.vendors import registry
-from gateway.vendors.base import Inbound, Reply, Vendor, problem_reply
+from gateway.vendors.base import ExtraRoute, Inbound, Reply, Vendor, problem_reply
 
 RETRY_AFTER_SECONDS: Final = "5"
 _REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -49,16 +50,21 @@ def create_app(settings: Settings | None = None) -> Starlette:
     pipeline = Pipeline(
         settings,
         SchemaSet(),
-        Authenticator(settings.tenants),
+        Authenticator(settings.tenants, settings.pearson),
         Deduper(settings.dedupe.window_seconds, settings.dedupe.max_entries),
         publisher,
     )
     pipeline.prepare(list(vendors.values()))
     metrics = Metrics()
+    components = build_components(ComponentContext(settings, pipeline))
+    for component in components:
+        pipeline.on_accepted(component.vendor, component.accepted)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await publisher.start()
+        for component in components:
+            await component.start()
         log.info(
             "started",
             version=__version__,
@@ -69,6 +75,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield
         finally:
+            for component in reversed(components):
+                await component.stop()
             await publisher.stop()
             log.info("stopped")
 
@@ -86,6 +94,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             routes.append(
                 Route(vendor.path, _describe(vendor, pipeline, settings), methods=["GET"])
             )
+    for component in components:
+        for extra in component.routes():
+            endpoint = _extra(
+                vendors[extra.vendor], extra, pipeline, settings.server.max_body_bytes
+            )
+            routes.append(Route(extra.path, endpoint, methods=[extra.method]))
     return Starlette(routes=routes, lifespan=lifespan)
 
 
@@ -166,6 +180,32 @@ def _describe(vendor: Vendor, pipeline: Pipeline, settings: Settings) -> Endpoin
     return endpoint
 
 
+def _extra(vendor: Vendor, extra: ExtraRoute, pipeline: Pipeline, limit: int) -> Endpoint:
+    async def endpoint(request: Request) -> Response:
+        started = time.perf_counter()
+        request_id = _request_id(request)
+        tenant = None
+        try:
+            inbound = _inbound(request, await _read_body(request, limit))
+            tenant = pipeline.authenticate(vendor, inbound)
+            reply = await extra.handler(inbound, tenant)
+        except GatewayError as error:
+            reply = _error_reply(vendor, error)
+        log.info(
+            "request",
+            request_id=request_id,
+            method=request.method,
+            route=extra.path,
+            vendor=vendor.name,
+            tenant=tenant,
+            status=reply.status,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+        return _response(reply, request_id)
+
+    return endpoint
+
+
 def _error_reply(vendor: Vendor, error: GatewayError) -> Reply:
     reply = vendor.render_error(error)
     if error.retryable:
@@ -197,6 +237,7 @@ def _inbound(request: Request, body: bytes) -> Inbound:
         headers=request.headers,
         query=request.query_params,
         path_params={k: str(v) for k, v in request.path_params.items()},
+        base_url=str(request.base_url).rstrip("/"),
     )
 
 

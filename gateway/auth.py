@@ -1,35 +1,50 @@
 """Authenticates a request in its vendor's own scheme and names the tenant it belongs to.
 
-The tenant always comes from the credential, never from the payload. Secrets are compared in
-constant time; nothing here logs or returns a secret.
+Every scheme works on the raw request (headers, query, raw body bytes) before the body is decoded.
+The tenant always comes from the credential, never from the payload. Secrets and signatures are
+compared in constant time; nothing here logs or returns a secret.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import Enum
+from urllib.parse import parse_qs
+
+from cryptography.hazmat.primitives.ciphers import algorithms
+from cryptography.hazmat.primitives.cmac import CMAC
 
 from gateway.errors import Unauthorized
-from gateway.settings import Tenant
+from gateway.settings import PearsonSettings, Tenant
+
+FORM = "application/x-www-form-urlencoded"
 
 
 class Scheme(Enum):
     """How a vendor's sender proves who it is."""
 
-    BEARER_OR_RAW = (
-        "bearer-or-raw"  # `Authorization: Bearer <t>` or the raw `<t>` (Caliper sensors)
-    )
+    # `Authorization: Bearer <t>` or the raw `<t>` with no scheme (Caliper sensors send both).
+    BEARER_OR_RAW = "bearer-or-raw"
+    # `Authorization: Bearer <t>`, or Canvas's `access_token` query or form parameter.
+    BEARER_OR_ACCESS_TOKEN = "bearer-or-access-token"  # noqa: S105  # a scheme name, no secret
+    # Pearson LearningStudio: AES-CMAC in the form field AUTHORIZATION (principal|timestamp|mac).
+    PEARSON_CMAC = "pearson-cmac"
+    # Inspera: `X-Inspera-Signature`, hex HMAC-SHA1 of the raw body.
+    INSPERA_HMAC_SHA1 = "inspera-hmac-sha1"
 
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """What a request presents: its headers and query (lower-case header names)."""
+    """What a request presents: headers (lower-case names), query, media type and raw body."""
 
     headers: Mapping[str, str]
     query: Mapping[str, str]
+    media_type: str = ""
+    body: bytes = b""
 
 
 def _digest(secret: str) -> bytes:
@@ -39,19 +54,35 @@ def _digest(secret: str) -> bytes:
 class Authenticator:
     """Maps presented credentials to a tenant, per vendor."""
 
-    def __init__(self, tenants: tuple[Tenant, ...]) -> None:
+    def __init__(
+        self,
+        tenants: tuple[Tenant, ...],
+        pearson: PearsonSettings | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         # Looked up by the secret's digest, then compared in constant time: an O(1) lookup that
         # reveals nothing about a secret through timing.
         self._tokens: dict[tuple[str, bytes], tuple[str, str]] = {}
+        self._principals: dict[tuple[str, str], tuple[str, str]] = {}
+        self._secrets: dict[str, list[tuple[str, str]]] = {}
         for tenant in tenants:
             for cred in tenant.credentials:
                 self._tokens[(cred.vendor, _digest(cred.secret))] = (cred.secret, tenant.name)
+                if cred.principal:
+                    self._principals[(cred.vendor, cred.principal)] = (cred.secret, tenant.name)
+                self._secrets.setdefault(cred.vendor, []).append((cred.secret, tenant.name))
+        self._pearson = pearson or PearsonSettings()
+        self._clock = clock
 
     def authenticate(self, vendor: str, scheme: Scheme, presented: Credentials) -> str:
         """The tenant owning the presented credential; raises Unauthorized otherwise."""
         if scheme is Scheme.BEARER_OR_RAW:
             return self._token(vendor, _bearer_or_raw(presented.headers.get("authorization", "")))
-        raise Unauthorized(f"no authentication scheme {scheme!r}")  # pragma: no cover
+        if scheme is Scheme.BEARER_OR_ACCESS_TOKEN:
+            return self._token(vendor, _bearer_or_access_token(presented))
+        if scheme is Scheme.PEARSON_CMAC:
+            return self._pearson_cmac(vendor, presented)
+        return self._inspera_hmac(vendor, presented)
 
     def _token(self, vendor: str, token: str) -> str:
         if not token:
@@ -61,9 +92,96 @@ class Authenticator:
             raise Unauthorized("invalid credentials")
         return found[1]
 
+    def _pearson_cmac(self, vendor: str, presented: Credentials) -> str:
+        form = form_fields(presented.body) if presented.media_type == FORM else {}
+        authorization = form.get("AUTHORIZATION", "")
+        delimiter = form.get("AUTHORIZATION-DELIMITER") or "|"
+        parts = authorization.split(delimiter)
+        if len(parts) != 3:
+            raise Unauthorized("AUTHORIZATION must be principal|timestamp|mac")
+        principal, timestamp, mac = parts
+        found = self._principals.get((vendor, principal))
+        if found is None:
+            raise Unauthorized("unknown principal")
+        secret, tenant = found
+        message = "".join(
+            (
+                timestamp,
+                form.get("MESSAGE-ID", ""),
+                form.get("MESSAGE-TYPE", ""),
+                form.get("PAYLOAD-CONTENT-TYPE", ""),
+                form.get("PAYLOAD", ""),
+            )
+        )
+        if not hmac.compare_digest(aes_cmac_hex(secret, message), mac.strip().lower()):
+            raise Unauthorized("invalid signature")
+        self._check_freshness(timestamp)
+        return tenant
+
+    def _check_freshness(self, timestamp: str) -> None:
+        max_age = self._pearson.max_age_seconds
+        if max_age <= 0:
+            return
+        try:
+            signed = datetime.fromisoformat(timestamp)
+        except ValueError:
+            raise Unauthorized("AUTHORIZATION timestamp is not a timestamp") from None
+        if signed.tzinfo is None:
+            signed = signed.replace(tzinfo=UTC)
+        if abs((self._clock() - signed).total_seconds()) > max_age:
+            raise Unauthorized("AUTHORIZATION timestamp is outside the accepted window")
+
+    def _inspera_hmac(self, vendor: str, presented: Credentials) -> str:
+        signature = presented.headers.get("x-inspera-signature", "").strip().lower()
+        if not signature:
+            raise Unauthorized("missing X-Inspera-Signature")
+        tenant = None
+        # Every credential is tried (no early exit), so timing does not tell which one matched.
+        for secret, owner in self._secrets.get(vendor, []):
+            expected = hmac.new(secret.encode(), presented.body, hashlib.sha1).hexdigest()
+            if hmac.compare_digest(expected, signature) and tenant is None:
+                tenant = owner
+        if tenant is None:
+            raise Unauthorized("invalid signature")
+        return tenant
+
+
+def aes_cmac(key: bytes, message: bytes) -> bytes:
+    """AES-CMAC (RFC 4493) of `message`: a 16-byte tag. `key` is 16, 24 or 32 bytes."""
+    cmac = CMAC(algorithms.AES(key))
+    cmac.update(message)
+    return cmac.finalize()
+
+
+def aes_cmac_hex(secret: str, message: str) -> str:
+    """Pearson's MAC: AES-CMAC keyed with the secret's UTF-8 bytes, over the UTF-8 message, hex."""
+    key = secret.encode("utf-8")
+    if len(key) not in (16, 24, 32):
+        raise Unauthorized("the configured Pearson secret is not an AES key (16, 24 or 32 bytes)")
+    return aes_cmac(key, message.encode("utf-8")).hex()
+
+
+def form_fields(body: bytes) -> dict[str, str]:
+    """An url-encoded form's fields (the first value of each); undecodable forms have none."""
+    try:
+        parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    return {key: values[0] for key, values in parsed.items()}
+
 
 def _bearer_or_raw(header: str) -> str:
     scheme, _, rest = header.strip().partition(" ")
     if rest and scheme.lower() == "bearer":
         return rest.strip()
     return header.strip()
+
+
+def _bearer_or_access_token(presented: Credentials) -> str:
+    scheme, _, rest = presented.headers.get("authorization", "").strip().partition(" ")
+    if rest and scheme.lower() == "bearer":
+        return rest.strip()
+    token = presented.query.get("access_token", "")
+    if not token and presented.media_type == FORM:
+        token = form_fields(presented.body).get("access_token", "")
+    return token

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -49,6 +49,8 @@ _DEADLETTER_HEADERS: Final = (("content-type", b"application/json"),)
 _BODY_ERRORS: Final = (MalformedPayload, UnsupportedMediaType, UnsupportedVersion)
 
 log = structlog.get_logger("gateway.pipeline")
+
+AcceptedHook = Callable[[str, Sequence[Item], str], Awaitable[None]]
 
 
 @dataclass
@@ -136,6 +138,11 @@ class Pipeline:
         self._auth = authenticator
         self._deduper = deduper
         self._publisher = publisher
+        self._accepted: dict[str, AcceptedHook] = {}
+
+    def on_accepted(self, vendor: str, hook: AcceptedHook) -> None:
+        """Run `hook` after each published request of `vendor`, before the sender is answered."""
+        self._accepted[vendor] = hook
 
     def prepare(self, vendors: Sequence[Vendor]) -> None:
         """Compile every schema the vendors use, so that start-up fails, not the first request."""
@@ -146,9 +153,8 @@ class Pipeline:
 
     def authenticate(self, vendor: Vendor, inbound: Inbound) -> str:
         """The tenant of the request's credential (raises Unauthorized)."""
-        return self._auth.authenticate(
-            vendor.name, vendor.auth, Credentials(inbound.headers, inbound.query)
-        )
+        presented = Credentials(inbound.headers, inbound.query, inbound.media_type, inbound.body)
+        return self._auth.authenticate(vendor.name, vendor.auth, presented)
 
     async def ingest(
         self, vendor: Vendor, inbound: Inbound, request_id: str, stats: RequestStats
@@ -163,11 +169,21 @@ class Pipeline:
             await self._dead_letter_body(ctx, inbound, error)
             stats.deadlettered = 1
             raise
+        await self.publish_items(vendor, items, ctx, stats)
+        hook = self._accepted.get(vendor.name)
+        if hook is not None:
+            await hook(tenant, items, request_id)
+        return vendor.success
+
+    async def publish_items(
+        self, vendor: Vendor, items: Sequence[Item], ctx: NormalizeContext, stats: RequestStats
+    ) -> None:
+        """Validate, normalize, dedupe and publish items that did not come from one HTTP body
+        (an export file, say) exactly as a request's items are."""
         normalized = normalize_items(
             vendor, items, ctx, self._schemas, self._settings.canonical.include_original
         )
         await self._publish(ctx, normalized, stats)
-        return vendor.success
 
     async def _publish(
         self, ctx: NormalizeContext, normalized: Normalized, stats: RequestStats

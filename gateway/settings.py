@@ -30,6 +30,8 @@ class ServerSettings:
     workers: int = 1
     # 4 MiB: Blackboard batches run to a few hundred KB; Caliper's own example endpoint says 512 KB.
     max_body_bytes: int = 4 * 1024 * 1024
+    # Where the gateway keeps local state (SQLite files): read models, pending downloads.
+    state_dir: str = "var"
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,33 @@ class CanonicalSettings:
 
 
 @dataclass(frozen=True)
+class PearsonSettings:
+    """Pearson LearningStudio eventing."""
+
+    # Seconds an AUTHORIZATION timestamp may be old; 0 = not checked. Pearson's own samples do not
+    # check it and redeliver for 72 h, so a window, if any, must be generous.
+    max_age_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class CanvasSettings:
+    """Canvas quiz submission events and the quiz-log read model."""
+
+    # Kafka consumer group of the read model that serves GET .../events (one per deployment).
+    quiz_log_group: str = "assessment-gateway-canvas-quiz-log"
+
+
+@dataclass(frozen=True)
+class InsperaSettings:
+    """Inspera webhooks, export downloads and the export API client."""
+
+    # Hosts exports may be downloaded from (exact names or `*.suffix`).
+    download_hosts: tuple[str, ...] = ("*.amazonaws.com", "*.inspera.no", "*.inspera.com")
+    # Dev only: allow plain http downloads (loopback test servers).
+    allow_http_downloads: bool = False
+
+
+@dataclass(frozen=True)
 class Credential:
     """A secret that authenticates one vendor's requests for one tenant.
 
@@ -104,6 +133,9 @@ class Settings:
     dedupe: DedupeSettings = field(default_factory=DedupeSettings)
     logging: LogSettings = field(default_factory=LogSettings)
     canonical: CanonicalSettings = field(default_factory=CanonicalSettings)
+    pearson: PearsonSettings = field(default_factory=PearsonSettings)
+    canvas: CanvasSettings = field(default_factory=CanvasSettings)
+    inspera: InsperaSettings = field(default_factory=InsperaSettings)
     tenants: tuple[Tenant, ...] = ()
 
 
@@ -113,6 +145,9 @@ _SECTIONS: dict[str, type[Any]] = {
     "dedupe": DedupeSettings,
     "logging": LogSettings,
     "canonical": CanonicalSettings,
+    "pearson": PearsonSettings,
+    "canvas": CanvasSettings,
+    "inspera": InsperaSettings,
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "kafka.compression": ("none", "gzip", "lz4", "zstd"),
@@ -184,6 +219,10 @@ def _build(cls: type[T], table: dict[str, Any], section: str, env: Mapping[str, 
 
 
 def _checked(value: Any, hint: Any, key: str) -> Any:
+    if get_origin(hint) is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key} must be an array of strings, not {value!r}")
+        return tuple(value)
     expected = _scalar_type(hint)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -195,6 +234,8 @@ def _checked(value: Any, hint: Any, key: str) -> Any:
 
 
 def _from_env(text: str, hint: Any, variable: str) -> Any:
+    if get_origin(hint) is tuple:  # a list setting: comma-separated in a variable
+        return tuple(part.strip() for part in text.split(",") if part.strip())
     expected = _scalar_type(hint)
     if expected is bool:
         lowered = text.strip().lower()

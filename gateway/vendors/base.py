@@ -6,9 +6,9 @@ return data. They import neither Starlette, aiokafka nor the logger; the pipelin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -28,6 +28,9 @@ class Inbound:
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
     query: Mapping[str, str] = field(default_factory=dict)
     path_params: Mapping[str, str] = field(default_factory=dict)
+    # Scheme, host and port as the client addressed the gateway ("http://127.0.0.1:8080"),
+    # for vendors whose answers hold absolute links (Canvas pagination).
+    base_url: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,3 +92,40 @@ class Vendor:
     def schema_ref(self, name: str) -> str:
         """`<vendor>/<file>#/$defs/<name>`: how the schema set finds an entry point."""
         return f"{self.name}/{self.schema_file}#/$defs/{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class ExtraRoute:
+    """A further route of a vendor, served by a component (e.g. Canvas's quiz log on GET).
+
+    The app authenticates it in the vendor's scheme first; `handler` gets the request and the
+    tenant, and answers (errors as GatewayError, rendered in the vendor's format).
+    """
+
+    vendor: str
+    path: str
+    method: str
+    handler: Callable[[Inbound, str], Awaitable[Reply]]
+
+
+class Component(Protocol):
+    """Stateful machinery of one vendor, with a lifecycle: read models, background downloads.
+
+    Built by `gateway.components.build_components`, started after the Kafka producer and stopped
+    before it. `accepted` runs after a request of its vendor was published and before the sender
+    is answered, so whatever it persists there is durable when the sender gets its success.
+    """
+
+    vendor: str
+
+    async def start(self) -> None:
+        """Start background work."""
+
+    async def stop(self) -> None:
+        """Stop background work and release resources."""
+
+    def routes(self) -> Sequence[ExtraRoute]:
+        """Routes this component serves."""
+
+    async def accepted(self, tenant: str, items: Sequence[Item], request_id: str) -> None:
+        """A request of this vendor was accepted and published."""

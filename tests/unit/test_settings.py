@@ -112,3 +112,12 @@ def test_secret_can_come_from_the_environment(tmp_path: Path) -> None:
     )
     settings = load_settings(path, environ={"TOK": "s3cret"})
     assert settings.tenants[0].credentials[0].secret == "s3cret"
+
+
+def test_list_settings_from_file_and_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "[inspera]\ndownload_hosts = ['a.example', '*.b.example']\n")
+    assert load_settings(path, environ={}).inspera.download_hosts == ("a.example", "*.b.example")
+    env = {"GATEWAY_INSPERA_DOWNLOAD_HOSTS": "x.example, *.y.example"}
+    assert load_settings(path, environ=env).inspera.download_hosts == ("x.example", "*.y.example")
+    with pytest.raises(ConfigError, match="must be an array of strings"):
+        load_settings(write(tmp_path, "[inspera]\ndownload_hosts = 'a'\n"), environ={})
