@@ -166,8 +166,10 @@ class Pipeline:
         try:
             items = split_request(vendor, inbound, self._schemas)
         except _BODY_ERRORS as error:
-            await self._dead_letter_body(ctx, inbound, error)
+            await self._dead_letter_body(ctx, inbound, error, strict=vendor.accept_malformed)
             stats.deadlettered = 1
+            if vendor.accept_malformed:
+                return vendor.success
             raise
         await self.publish_items(vendor, items, ctx, stats)
         hook = self._accepted.get(vendor.name)
@@ -252,12 +254,16 @@ class Pipeline:
         )
 
     async def _dead_letter_body(
-        self, ctx: NormalizeContext, inbound: Inbound, error: GatewayError
+        self, ctx: NormalizeContext, inbound: Inbound, error: GatewayError, *, strict: bool
     ) -> None:
+        """Keep a body that cannot be split. `strict`: the sender will be told success, so the
+        dead letter must be acknowledged first (a broker failure then fails the request)."""
         rejection = Rejection(error.code, error.message, error.errors)
         try:
             await self._publisher.publish([self._dead_letter(ctx, rejection, body=inbound)])
         except BrokerUnavailable:
+            if strict:
+                raise
             # The sender still learns what is wrong with its body; that matters more here.
             log.warning(
                 "deadletter_failed", reason=error.code, vendor=ctx.vendor, tenant=ctx.tenant

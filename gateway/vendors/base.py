@@ -87,6 +87,9 @@ class Vendor:
     envelope_schema: str | None = None
     item_schemas: tuple[str, ...] = ()
     describe: Callable[[Settings], Reply] | None = None  # answers GET on `path`, if any
+    # True for senders that redeliver anything but success (Pearson, for 72 h): an authenticated
+    # body that cannot be decoded is dead-lettered and answered with `success`, not a 4xx.
+    accept_malformed: bool = False
     render_error: Callable[[GatewayError], Reply] = problem_reply
 
     def schema_ref(self, name: str) -> str:

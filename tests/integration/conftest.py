@@ -142,6 +142,7 @@ def start_gateway(broker: str, tmp: Path, extra_env: dict[str, str] | None = Non
         "GATEWAY_KAFKA_BOOTSTRAP_SERVERS": broker,
         "GATEWAY_KAFKA_CANONICAL_TOPIC": canonical,
         "GATEWAY_KAFKA_DEADLETTER_TOPIC": deadletter,
+        "GATEWAY_SERVER_STATE_DIR": str(tmp / f"state-{suffix}"),
         **(extra_env or {}),
     }
     with log_path.open("wb") as log:
