@@ -25,7 +25,7 @@ from gateway.auth import Authenticator
 from gateway.components import ComponentContext, build_components
 from gateway.dedupe import Deduper
 from gateway.errors import GatewayError, MalformedPayload, PayloadTooLarge
-from gateway.observability import Metrics, configure_logging
+from gateway.observability import InFlight, Metrics, configure_logging
 from gateway.pipeline import Pipeline, RequestStats
 from gateway.publisher import Publisher
 from gateway.schemas import SchemaSet
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or load_settings()
     configure_logging(settings.logging)
     vendors = registry()
-    publisher = Publisher(settings.kafka, settings.server)
+    publisher = Publisher(settings.kafka, settings.server, settings.spool)
     pipeline = Pipeline(
         settings,
         SchemaSet(),
@@ -55,7 +55,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         publisher,
     )
     pipeline.prepare(list(vendors.values()))
-    metrics = Metrics()
+    metrics = Metrics(publisher)
+    in_flight = InFlight(settings.server.max_in_flight)
     components = build_components(ComponentContext(settings, pipeline))
     for component in components:
         pipeline.on_accepted(component.vendor, component.accepted)
@@ -88,7 +89,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     ]
     for vendor in vendors.values():
         routes.append(
-            Route(vendor.path, _ingest(vendor, pipeline, settings, metrics), methods=["POST"])
+            Route(
+                vendor.path,
+                _ingest(vendor, pipeline, settings, metrics, in_flight),
+                methods=["POST"],
+            )
         )
         if vendor.describe is not None:
             routes.append(
@@ -108,7 +113,9 @@ def create_app_from_env() -> Starlette:
     return create_app()
 
 
-def _ingest(vendor: Vendor, pipeline: Pipeline, settings: Settings, metrics: Metrics) -> Endpoint:
+def _ingest(
+    vendor: Vendor, pipeline: Pipeline, settings: Settings, metrics: Metrics, in_flight: InFlight
+) -> Endpoint:
     limit = settings.server.max_body_bytes
 
     async def endpoint(request: Request) -> Response:
@@ -117,8 +124,9 @@ def _ingest(vendor: Vendor, pipeline: Pipeline, settings: Settings, metrics: Met
         stats = RequestStats()
         error_code = None
         try:
-            inbound = _inbound(request, await _read_body(request, limit))
-            reply = await pipeline.ingest(vendor, inbound, request_id, stats)
+            with in_flight:
+                inbound = _inbound(request, await _read_body(request, limit))
+                reply = await pipeline.ingest(vendor, inbound, request_id, stats)
         except GatewayError as error:
             error_code = error.code
             reply = _error_reply(vendor, error)
@@ -134,6 +142,7 @@ def _ingest(vendor: Vendor, pipeline: Pipeline, settings: Settings, metrics: Met
             ("published", stats.accepted),
             ("deadlettered", stats.deadlettered),
             ("duplicate", stats.duplicates),
+            ("spooled", stats.spooled),
         ):
             if count:
                 metrics.events.labels(tenant, vendor.name, outcome).inc(count)
@@ -149,6 +158,7 @@ def _ingest(vendor: Vendor, pipeline: Pipeline, settings: Settings, metrics: Met
             accepted=stats.accepted,
             deadlettered=stats.deadlettered,
             duplicates=stats.duplicates,
+            spooled=stats.spooled,
             latency_ms=round(elapsed * 1000, 3),
         )
         return _response(reply, request_id)
@@ -264,14 +274,16 @@ async def _healthz(_: Request) -> Response:
 
 
 def _readyz(publisher: Publisher) -> Endpoint:
+    """200 while the gateway can take events safely: Kafka answers (`ready`) or, while it does
+    not, the spool has room (`degraded`); 503 when neither (`unavailable`)."""
+
     async def endpoint(_: Request) -> Response:
-        if await publisher.ready():
-            return Response(b'{"status":"ready"}', media_type="application/json")
-        return Response(
-            b'{"status":"unavailable","reason":"kafka unreachable"}',
-            503,
-            media_type="application/json",
-        )
+        status = await publisher.ready()
+        body: dict[str, Any] = {"status": status}
+        if publisher.spool is not None:
+            body["spool_depth"] = publisher.spool.depth
+        code = 503 if status == "unavailable" else 200
+        return Response(orjson.dumps(body), code, media_type="application/json")
 
     return endpoint
 

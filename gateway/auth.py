@@ -113,7 +113,9 @@ class Authenticator:
                 form.get("PAYLOAD", ""),
             )
         )
-        if not hmac.compare_digest(aes_cmac_hex(secret, message), mac.strip().lower()):
+        # Compared as bytes: compare_digest raises TypeError on non-ASCII str (a 500, not a 401).
+        presented_mac = mac.strip().lower().encode("utf-8")
+        if not hmac.compare_digest(aes_cmac_hex(secret, message).encode(), presented_mac):
             raise Unauthorized("invalid signature")
         self._check_freshness(timestamp)
         return tenant
@@ -132,13 +134,14 @@ class Authenticator:
             raise Unauthorized("AUTHORIZATION timestamp is outside the accepted window")
 
     def _inspera_hmac(self, vendor: str, presented: Credentials) -> str:
-        signature = presented.headers.get("x-inspera-signature", "").strip().lower()
+        # Compared as bytes: compare_digest raises TypeError on non-ASCII str (a 500, not a 401).
+        signature = presented.headers.get("x-inspera-signature", "").strip().lower().encode()
         if not signature:
             raise Unauthorized("missing X-Inspera-Signature")
         tenant = None
         # Every credential is tried (no early exit), so timing does not tell which one matched.
         for secret, owner in self._secrets.get(vendor, []):
-            expected = hmac.new(secret.encode(), presented.body, hashlib.sha1).hexdigest()
+            expected = hmac.new(secret.encode(), presented.body, hashlib.sha1).hexdigest().encode()
             if hmac.compare_digest(expected, signature) and tenant is None:
                 tenant = owner
         if tenant is None:

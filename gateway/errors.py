@@ -77,6 +77,14 @@ class UnsupportedVersion(GatewayError):
     code = "unsupported_version"
 
 
+class Overloaded(GatewayError):
+    """Raised when the gateway already works on as many requests as it is configured to."""
+
+    status = 503
+    code = "overloaded"
+    retryable = True
+
+
 class BrokerUnavailable(GatewayError):
     """Raised when Kafka does not acknowledge a request's records in time; senders may retry."""
 

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Iterator
 from typing import Final
 
 import orjson
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from gateway.errors import Overloaded
+from gateway.publisher import Publisher
 from gateway.settings import LogSettings
 
 _LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -48,8 +54,9 @@ def configure_logging(settings: LogSettings) -> None:
 class Metrics:
     """The gateway's Prometheus metrics, in a registry of their own (one per app)."""
 
-    def __init__(self) -> None:
+    def __init__(self, publisher: Publisher) -> None:
         self.registry = CollectorRegistry()
+        self.registry.register(SpoolCollector(publisher))
         self.requests = Counter(
             "gateway_requests",
             "HTTP requests by vendor and status.",
@@ -69,3 +76,52 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+
+
+class InFlight:
+    """Bounds the requests a process works on at once (`with in_flight:` raises Overloaded)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.current = 0
+
+    def __enter__(self) -> None:
+        if self.current >= self.limit:
+            raise Overloaded(f"the gateway is at its limit of {self.limit} requests in flight")
+        self.current += 1
+
+    def __exit__(self, *_: object) -> None:
+        self.current -= 1
+
+
+class SpoolCollector(Collector):
+    """Spool depth, age of the oldest record and records forwarded, read when scraped."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self._publisher = publisher
+
+    def collect(self) -> Iterator[Metric]:
+        publisher = self._publisher
+        spool = publisher.spool
+        depth = GaugeMetricFamily("gateway_spool_depth", "Records waiting in the local spool.")
+        depth.add_metric([], spool.depth if spool else 0)
+        yield depth
+        age = GaugeMetricFamily(
+            "gateway_spool_oldest_age_seconds", "Age of the oldest spooled record (0: empty)."
+        )
+        oldest = spool.oldest if spool else None
+        age.add_metric([], time.time() - oldest if oldest else 0.0)
+        yield age
+        forwarded = CounterMetricFamily(
+            "gateway_spool_forwarded", "Spooled records forwarded to Kafka (rate: drain rate)."
+        )
+        forwarded.add_metric([], publisher.forwarded_total)
+        yield forwarded
+        spooled = CounterMetricFamily("gateway_spool_spooled", "Records written to the spool.")
+        spooled.add_metric([], publisher.spooled_total)
+        yield spooled
+        errors = CounterMetricFamily(
+            "gateway_broker_errors", "Sends Kafka did not acknowledge in time or refused."
+        )
+        errors.add_metric([], publisher.broker_errors_total)
+        yield errors

@@ -38,7 +38,8 @@ from gateway.errors import (
     UnsupportedMediaType,
     UnsupportedVersion,
 )
-from gateway.publisher import OutRecord, Publisher
+from gateway.publisher import Publisher
+from gateway.records import OutRecord
 from gateway.schemas import SchemaSet
 from gateway.settings import Settings
 from gateway.vendors.base import Inbound, Item, Reply, Vendor
@@ -58,6 +59,7 @@ class RequestStats:
     """What one request came to, for its log line and metrics."""
 
     tenant: str | None = None
+    spooled: int = 0  # records kept in the local spool (Kafka did not acknowledge in time)
     accepted: int = 0
     deadlettered: int = 0
     duplicates: int = 0
@@ -214,7 +216,7 @@ class Pipeline:
                         _CANONICAL_HEADERS,
                     )
                 )
-            await self._publisher.publish(records)
+            spooled = await self._publisher.publish(records)
         except BaseException:
             for record_id in claimed:
                 self._deduper.settle(record_id, published=False)
@@ -223,6 +225,7 @@ class Pipeline:
             self._deduper.settle(record_id, published=True)
         stats.accepted = len(claimed)
         stats.deadlettered = len(normalized.rejected)
+        stats.spooled = len(records) if spooled else 0
 
     def _dead_letter(
         self,

@@ -1,53 +1,188 @@
-"""Publishes records to Kafka with aiokafka and waits for the broker's acknowledgement.
+"""Publishes records to Kafka and returns only once they are safe: acknowledged or spooled.
 
 One producer per process is shared by every request, so records of concurrent requests travel in
 the same batches (`linger_ms`, `max_batch_bytes`); a request awaits only its own records' acks.
+When Kafka does not acknowledge within `spool.ack_deadline_seconds` (or is known to be down) the
+records are written to the local spool (gateway/spool.py) instead, and a forwarder drains the
+spool to Kafka, oldest first, once it is back. While the spool holds anything, new records join
+its end rather than overtaking it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
+import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from gateway.errors import BrokerUnavailable
-from gateway.settings import KafkaSettings, ServerSettings
+from gateway.records import OutRecord
+from gateway.settings import KafkaSettings, ServerSettings, SpoolSettings
+from gateway.spool import Spool
+
+__all__ = ["OutRecord", "Publisher"]
 
 # Room for headers and the dead-letter envelope around a body of the largest accepted size.
 _RECORD_OVERHEAD: Final = 64 * 1024
-# A readiness probe must answer well within a Kubernetes probe's default 1 s... of patience x3.
+# A readiness probe must answer well within a Kubernetes probe's patience.
 _READY_TIMEOUT_SECONDS: Final = 2.0
+_CONNECT_RETRY_SECONDS: Final = 1.0
+_MAX_BACKOFF_SECONDS: Final = 5.0
 
-
-@dataclass(frozen=True, slots=True)
-class OutRecord:
-    """One Kafka record to publish."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: tuple[tuple[str, bytes], ...] = ()
+log = structlog.get_logger("gateway.publisher")
 
 
 class Publisher:
-    """The gateway's Kafka producer: start, publish-and-await-acks, readiness, flush on stop."""
+    """The gateway's Kafka producer with its spool: start, publish safely, readiness, stop."""
 
-    def __init__(self, kafka: KafkaSettings, server: ServerSettings) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        server: ServerSettings,
+        spool: SpoolSettings | None = None,
+    ) -> None:
         self._kafka = kafka
+        self._spool_settings = spool or SpoolSettings(enabled=False)
         # A dead letter can carry a whole request body, so a record may be as large as a body.
         self.max_record_bytes = max(kafka.max_batch_bytes, server.max_body_bytes + _RECORD_OVERHEAD)
+        self.spool: Spool | None = None
+        if self._spool_settings.enabled:
+            self.spool = Spool(Path(server.state_dir) / "spool", self._spool_settings.max_bytes)
         self._producer: Any = None
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.spooled_total = 0
+        self.forwarded_total = 0
+        self.broker_errors_total = 0
+
+    @property
+    def connected(self) -> bool:
+        """True once the producer is connected to the cluster."""
+        return self._producer is not None
 
     async def start(self, connect_timeout: float = 30.0) -> None:
-        """Connect (retrying until `connect_timeout`) and create missing topics."""
+        """Open the spool and connect; without a spool, fail if Kafka stays unreachable."""
+        if self.spool is not None:
+            await self.spool.open()
+            if self.spool.depth:
+                log.info("spool_engaged", depth=self.spool.depth, reason="left from last run")
+        try:
+            await self._connect(connect_timeout)
+        except KafkaError:
+            if self.spool is None:
+                raise
+            log.warning("broker_lost", kafka=self._kafka.bootstrap_servers, at="start")
+            self._tasks.append(asyncio.create_task(self._connect_forever()))
+        if self.spool is not None:
+            self._tasks.append(asyncio.create_task(self._forward()))
+
+    async def stop(self) -> None:
+        """Stop forwarding, flush what the producer holds, disconnect and close the spool."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            with contextlib.suppress(KafkaError):
+                await producer.flush()
+            await producer.stop()
+        if self.spool is not None:
+            await self.spool.close()
+
+    async def publish(self, records: Sequence[OutRecord]) -> bool:
+        """Return once every record is acknowledged by Kafka (False) or spooled (True).
+
+        Raises BrokerUnavailable when neither happens: no spool and no acks within
+        `publish_timeout_seconds`, or a full spool (SpoolFull). Records still buffered in the
+        producer may reach Kafka later too: their ids are deterministic, so such a late copy is a
+        duplicate consumers recognise, never a different event.
+        """
+        if not records:
+            return False
+        spool = self.spool
+        if spool is None:
+            await self._send(records, self._kafka.publish_timeout_seconds)
+            return False
+        if spool.depth == 0 and self.connected:
+            try:
+                await self._send(records, self._spool_settings.ack_deadline_seconds)
+            except BrokerUnavailable as error:
+                log.warning("spool_engaged", reason=error.message)
+            else:
+                return False
+        await spool.append(list(records))
+        self.spooled_total += len(records)
+        self._wake.set()
+        return True
+
+    async def ready(self) -> str:
+        """`ready` (Kafka answers), `degraded` (it does not, the spool takes records) or
+        `unavailable` (it does not and nothing can take records)."""
+        producer = self._producer
+        if producer is not None:
+            try:
+                async with asyncio.timeout(_READY_TIMEOUT_SECONDS):
+                    await producer.client.fetch_all_metadata()
+            except (TimeoutError, KafkaError, OSError):
+                pass
+            else:
+                return "degraded" if self.spool is not None and self.spool.depth else "ready"
+        if self.spool is not None and not self.spool.full:
+            return "degraded"
+        return "unavailable"
+
+    async def _send(self, records: Sequence[OutRecord], seconds: float) -> None:
+        producer = self._producer
+        if producer is None:
+            raise BrokerUnavailable("the gateway is not connected to Kafka")
+        try:
+            async with asyncio.timeout(seconds):
+                acks = [
+                    await producer.send(r.topic, r.value, key=r.key, headers=list(r.headers))
+                    for r in records
+                ]
+                await asyncio.gather(*acks)
+        except (TimeoutError, KafkaError) as exc:
+            self.broker_errors_total += 1
+            raise BrokerUnavailable(f"Kafka did not acknowledge the records: {exc!r}") from exc
+
+    async def _forward(self) -> None:
+        """Drain the spool to Kafka, oldest first, backing off while Kafka is unavailable."""
+        assert self.spool is not None  # noqa: S101  # only started with a spool
+        spool, backoff = self.spool, 0.2
+        while True:
+            if not spool.depth:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._wake.wait()
+                continue
+            batch = await spool.peek(self._spool_settings.drain_batch)
+            try:
+                await self._send([s.record for s in batch], self._kafka.publish_timeout_seconds)
+            except BrokerUnavailable:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
+                continue
+            backoff = 0.2
+            await spool.remove(batch)
+            self.forwarded_total += len(batch)
+            if not spool.depth:
+                log.info("spool_drained", forwarded=self.forwarded_total)
+
+    async def _connect(self, connect_timeout: float) -> None:
         kafka = self._kafka
-        deadline = asyncio.get_running_loop().time() + connect_timeout
+        deadline = time.monotonic() + connect_timeout
         while True:
             producer = AIOKafkaProducer(
                 bootstrap_servers=kafka.bootstrap_servers,
@@ -65,53 +200,25 @@ class Publisher:
                 break
             except KafkaError:
                 await producer.stop()
-                if asyncio.get_running_loop().time() > deadline:
+                if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.5)
-        self._producer = producer
         if kafka.create_topics:
-            await self._ensure_topics()
+            try:
+                await self._ensure_topics()
+            except KafkaError:
+                await producer.stop()
+                raise
+        self._producer = producer
+        log.info("broker_connected", kafka=kafka.bootstrap_servers)
+        self._wake.set()
 
-    async def stop(self) -> None:
-        """Flush what is buffered and disconnect."""
-        if self._producer is not None:
-            producer, self._producer = self._producer, None
-            await producer.flush()
-            await producer.stop()
-
-    async def publish(self, records: Sequence[OutRecord]) -> None:
-        """Send `records` and return once the broker has acknowledged every one of them.
-
-        Raises BrokerUnavailable when that does not happen within `publish_timeout_seconds`.
-        Records still buffered then may be delivered later: their ids are deterministic,
-        so such a late copy is a duplicate consumers can recognise, never a different event.
-        """
-        if not records:
-            return
-        producer = self._producer
-        if producer is None:
-            raise BrokerUnavailable("the gateway is not connected to Kafka")
-        try:
-            async with asyncio.timeout(self._kafka.publish_timeout_seconds):
-                acks = [
-                    await producer.send(r.topic, r.value, key=r.key, headers=list(r.headers))
-                    for r in records
-                ]
-                await asyncio.gather(*acks)
-        except (TimeoutError, KafkaError) as exc:
-            raise BrokerUnavailable(f"Kafka did not acknowledge the records: {exc!r}") from exc
-
-    async def ready(self) -> bool:
-        """True when the broker answers a metadata request now."""
-        producer = self._producer
-        if producer is None:
-            return False
-        try:
-            async with asyncio.timeout(_READY_TIMEOUT_SECONDS):
-                await producer.client.fetch_all_metadata()
-        except (TimeoutError, KafkaError, OSError):
-            return False
-        return True
+    async def _connect_forever(self) -> None:
+        while self._producer is None:
+            try:
+                await self._connect(_CONNECT_RETRY_SECONDS)
+            except KafkaError:
+                await asyncio.sleep(_CONNECT_RETRY_SECONDS)
 
     async def _ensure_topics(self) -> None:
         kafka = self._kafka

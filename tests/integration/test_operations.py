@@ -20,7 +20,7 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready"}
+    assert ready.json() == {"status": "ready", "spool_depth": 0}
 
 
 async def test_metrics_count_requests_and_events(client: httpx.AsyncClient) -> None:
@@ -65,17 +65,25 @@ async def test_one_log_line_per_request_without_secrets_or_bodies(
     assert event["id"] not in log  # no payload content at all
 
 
-async def test_readiness_fails_when_the_broker_is_gone(tmp_path: Path) -> None:
+async def test_readiness_reports_degraded_mode_when_the_broker_is_gone(tmp_path: Path) -> None:
     port = free_port()
     broker = start_broker(port, quiet=True)
     gateway = start_gateway(f"127.0.0.1:{port}", tmp_path)
     try:
         async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
-            assert (await client.get("/readyz")).status_code == 200
+            assert (await client.get("/readyz")).json()["status"] == "ready"
             stop_broker(broker)
+            # Kafka is gone but the spool takes events: still ready for traffic, and says so.
             ready = await client.get("/readyz")
-            assert ready.status_code == 503
+            assert ready.status_code == 200
+            assert ready.json()["status"] == "degraded"
             assert (await client.get("/healthz")).status_code == 200
+            await client.post(
+                "/v1/caliper",
+                content=orjson.dumps(envelope(assessment_started())),
+                headers=AUTH,
+            )
+            assert "gateway_broker_errors_total 1.0" in (await client.get("/metrics")).text
     finally:
         stop_gateway(gateway)
         stop_broker(broker)

@@ -1,0 +1,22 @@
+"""A Kafka record as the gateway publishes it (shared by the publisher and the spool)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    """One Kafka record to publish."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    @property
+    def size(self) -> int:
+        """Bytes it occupies (value, key and headers): what limits are counted in."""
+        return (
+            len(self.value) + len(self.key or b"") + sum(len(k) + len(v) for k, v in self.headers)
+        )

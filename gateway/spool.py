@@ -1,0 +1,233 @@
+"""The store-and-forward spool: records Kafka did not acknowledge in time, kept durably on disk.
+
+SQLite in WAL mode with `synchronous=FULL`: a row is on disk when `append` returns, so a 2xx given
+after it survives a crash of the gateway (SIGKILL) or of the machine. Each worker process owns one
+slot file (`spool-<n>.sqlite3`, held by an exclusive `flock` for the life of the process); at start
+a worker also adopts slots no live process holds, so nothing spooled by a dead or retired worker is
+left behind. SQLite calls run on one dedicated thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Final, TypeVar
+
+import orjson
+
+from gateway.errors import GatewayError
+from gateway.records import OutRecord
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    key BLOB,
+    value BLOB NOT NULL,
+    headers BLOB NOT NULL,
+    spooled_at REAL NOT NULL
+)
+"""
+_INSERT: Final = (
+    "INSERT INTO records (topic, key, value, headers, spooled_at) VALUES (?, ?, ?, ?, ?)"
+)
+_MAX_SLOTS: Final = 256
+
+T = TypeVar("T")
+
+
+class SpoolFull(GatewayError):
+    """Raised when the spool has reached its size limit: the gateway stops accepting (503)."""
+
+    status = 503
+    code = "spool_full"
+    retryable = True
+
+
+@dataclass(frozen=True, slots=True)
+class Spooled:
+    """A record read back from the spool, with its position."""
+
+    seq: int
+    record: OutRecord
+    spooled_at: float
+    slot: Path  # the slot file it was read from
+
+
+class _Slot:
+    """One SQLite spool file and the lock that makes it this process's."""
+
+    def __init__(self, path: Path, lock: IO[bytes]) -> None:
+        self.path = path
+        self.lock = lock
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+        fcntl.flock(self.lock, fcntl.LOCK_UN)
+        self.lock.close()
+
+
+def _try_lock(directory: Path, index: int) -> _Slot | None:
+    lock = (directory / f"spool-{index}.lock").open("ab")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    return _Slot(directory / f"spool-{index}.sqlite3", lock)
+
+
+class Spool:
+    """This process's spool slot plus any orphaned slots it adopted, drained oldest first."""
+
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self._directory = directory
+        self._max_bytes = max_bytes
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
+        self._own: _Slot | None = None
+        self._orphans: list[_Slot] = []
+        self._bytes = 0
+        self.depth = 0
+        self.oldest: float | None = None
+
+    @property
+    def full(self) -> bool:
+        """True when no more records fit."""
+        return self._bytes >= self._max_bytes
+
+    async def open(self) -> None:
+        """Take a free slot and adopt every unheld slot that still holds records."""
+        await self._run(self._open)
+
+    async def close(self) -> None:
+        """Release the slots (their records stay on disk for the next start)."""
+        await self._run(self._close)
+        self._executor.shutdown(wait=True)
+
+    async def append(self, records: list[OutRecord]) -> None:
+        """Store records durably; raises SpoolFull when they do not fit."""
+        await self._run(self._append, records)
+
+    async def peek(self, limit: int) -> list[Spooled]:
+        """The oldest records, adopted slots first (they are older than anything of ours)."""
+        return await self._run(self._peek, limit)
+
+    async def remove(self, spooled: list[Spooled]) -> None:
+        """Forget records Kafka has acknowledged."""
+        await self._run(self._remove, spooled)
+
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    def _open(self) -> None:
+        self._directory.mkdir(parents=True, exist_ok=True)
+        for index in range(_MAX_SLOTS):
+            slot = _try_lock(self._directory, index)
+            if slot is None:
+                continue
+            if self._own is None:
+                self._own = slot
+            elif self._count(slot)[0]:
+                self._orphans.append(slot)
+            else:
+                slot.close()
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(slot.path)
+        if self._own is None:
+            raise RuntimeError(f"no free spool slot in {self._directory}")
+        self._refresh()
+
+    def _close(self) -> None:
+        for slot in [*self._orphans, *([self._own] if self._own else [])]:
+            slot.close()
+        self._orphans, self._own = [], None
+
+    def _slots(self) -> list[_Slot]:
+        return [*self._orphans, *([self._own] if self._own else [])]
+
+    @staticmethod
+    def _count(slot: _Slot) -> tuple[int, int, float | None]:
+        row = slot.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(value) + LENGTH(headers)), 0), MIN(spooled_at) "
+            "FROM records"
+        ).fetchone()
+        return int(row[0]), int(row[1]), row[2]
+
+    def _refresh(self) -> None:
+        counts = [self._count(slot) for slot in self._slots()]
+        self.depth = sum(c[0] for c in counts)
+        self._bytes = sum(c[1] for c in counts)
+        oldest = [c[2] for c in counts if c[2] is not None]
+        self.oldest = min(oldest) if oldest else None
+
+    def _append(self, records: list[OutRecord]) -> None:
+        assert self._own is not None  # noqa: S101  # opened before use
+        size = sum(r.size for r in records)
+        if self._bytes + size > self._max_bytes:
+            raise SpoolFull(
+                f"the local spool is full ({self._bytes} of {self._max_bytes} bytes) while Kafka "
+                "is unavailable"
+            )
+        now = time.time()
+        rows = [(r.topic, r.key, r.value, _encode_headers(r.headers), now) for r in records]
+        with self._own.db:  # one transaction: all of a request's records, or none
+            self._own.db.execute("BEGIN IMMEDIATE")
+            self._own.db.executemany(_INSERT, rows)
+        self.depth += len(records)
+        self._bytes += size
+        if self.oldest is None:
+            self.oldest = now
+
+    def _peek(self, limit: int) -> list[Spooled]:
+        for slot in self._slots():
+            rows = slot.db.execute(
+                "SELECT seq, topic, key, value, headers, spooled_at FROM records "
+                "ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+            if rows:
+                return [
+                    Spooled(
+                        seq, OutRecord(topic, key, value, _decode_headers(headers)), at, slot.path
+                    )
+                    for seq, topic, key, value, headers, at in rows
+                ]
+        return []
+
+    def _remove(self, spooled: list[Spooled]) -> None:
+        if not spooled:
+            return
+        slot = next(s for s in self._slots() if s.path == spooled[0].slot)
+        seqs = [(item.seq,) for item in spooled]
+        with slot.db:
+            slot.db.execute("BEGIN IMMEDIATE")
+            slot.db.executemany("DELETE FROM records WHERE seq = ?", seqs)
+        self._retire_empty_orphans()
+        self._refresh()
+
+    def _retire_empty_orphans(self) -> None:
+        for slot in list(self._orphans):
+            if not self._count(slot)[0]:
+                self._orphans.remove(slot)
+                slot.close()
+
+
+def _encode_headers(headers: tuple[tuple[str, bytes], ...]) -> bytes:
+    # Latin-1 maps every byte to one code point, so header bytes survive JSON unchanged.
+    return orjson.dumps([[key, value.decode("latin-1")] for key, value in headers])
+
+
+def _decode_headers(stored: bytes) -> tuple[tuple[str, bytes], ...]:
+    return tuple((key, value.encode("latin-1")) for key, value in orjson.loads(stored))
