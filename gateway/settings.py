@@ -30,8 +30,11 @@ class ServerSettings:
     workers: int = 1
     # 4 MiB: Blackboard batches run to a few hundred KB; Caliper's own example endpoint says 512 KB.
     max_body_bytes: int = 4 * 1024 * 1024
-    # Where the gateway keeps local state (SQLite files): read models, pending downloads.
+    # Where the gateway keeps local state (SQLite files): spool, read models, pending downloads.
     state_dir: str = "var"
+    # Requests worked on at once per process; past it, 503 + Retry-After (bounds memory: each
+    # holds up to max_body_bytes), never an unbounded queue.
+    max_in_flight: int = 512
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,20 @@ class DedupeSettings:
 
     window_seconds: float = 24 * 3600.0
     max_entries: int = 1_000_000
+
+
+@dataclass(frozen=True)
+class SpoolSettings:
+    """Store-and-forward: where records go when Kafka does not acknowledge in time."""
+
+    enabled: bool = True
+    # How long a request waits for Kafka's acks before its records are spooled instead.
+    # Short: a sender's own timeout (Pearson, Inspera: 10 s) must not be reached first.
+    ack_deadline_seconds: float = 2.0
+    # Past this, the gateway answers 503 + Retry-After instead of growing without limit.
+    max_bytes: int = 1024 * 1024 * 1024
+    # Records forwarded to Kafka per batch when draining.
+    drain_batch: int = 500
 
 
 @dataclass(frozen=True)
@@ -102,6 +119,48 @@ class InsperaSettings:
     download_hosts: tuple[str, ...] = ("*.amazonaws.com", "*.inspera.no", "*.inspera.com")
     # Dev only: allow plain http downloads (loopback test servers).
     allow_http_downloads: bool = False
+    # Where the pre-signed URL may sit in an `event_by_candidates_export_finished` webhook: its
+    # field name is not documented, so these keys (dotted for nested objects) are tried in order.
+    url_keys: tuple[str, ...] = (
+        "url",
+        "downloadUrl",
+        "download_url",
+        "presignedUrl",
+        "presigned_url",
+        "fileUrl",
+        "exportUrl",
+        "data.url",
+        "data.downloadUrl",
+    )
+    # Exports hold every candidate of a test: bounded so that a huge or hostile file cannot fill
+    # the disk (it is spooled under server.state_dir) or keep the gateway busy for ever.
+    max_export_bytes: int = 512 * 1024 * 1024
+    download_timeout_seconds: float = 600.0
+    # Redirects are followed only to allowed hosts, and only this many (S3 may redirect once).
+    max_redirects: int = 3
+    # A failed download is retried with exponential backoff; pre-signed URLs live about 1 h.
+    retry_initial_seconds: float = 5.0
+    retry_max_seconds: float = 300.0
+    max_attempts: int = 12
+    # Finished jobs are remembered this long, so a re-delivered webhook is not ingested twice.
+    job_retention_seconds: float = 7 * 24 * 3600.0
+    # Export events per publish: bounds memory and the size of one Kafka round trip.
+    publish_batch: int = 500
+    # The pull side (`gateway inspera export`). Inspera's paths and field names are not
+    # documented (its swagger was not available), so all of them are settings.
+    api_base_url: str = ""  # e.g. https://<institution>.inspera.no
+    client_id: str = ""  # the Inspera tenant name (the token request's client_id)
+    api_key_env: str = "INSPERA_API_KEY"  # the variable holding the API key, never the key
+    token_path: str = "/api/authenticate/token/"  # noqa: S105  # a URL path, not a secret
+    events_path: str = "/api/v1/test/{test_id}/events"
+    job_id_param: str = "jobId"  # query parameter of the status calls
+    job_id_field: str = "jobId"
+    status_field: str = "status"
+    progress_field: str = "progress"
+    done_statuses: tuple[str, ...] = ("FINISHED", "DONE", "COMPLETED", "SUCCESS", "SUCCEEDED")
+    failed_statuses: tuple[str, ...] = ("FAILED", "ERROR", "CANCELLED", "CANCELED")
+    poll_interval_seconds: float = 5.0
+    export_timeout_seconds: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -131,6 +190,7 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     dedupe: DedupeSettings = field(default_factory=DedupeSettings)
+    spool: SpoolSettings = field(default_factory=SpoolSettings)
     logging: LogSettings = field(default_factory=LogSettings)
     canonical: CanonicalSettings = field(default_factory=CanonicalSettings)
     pearson: PearsonSettings = field(default_factory=PearsonSettings)
@@ -143,6 +203,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "server": ServerSettings,
     "kafka": KafkaSettings,
     "dedupe": DedupeSettings,
+    "spool": SpoolSettings,
     "logging": LogSettings,
     "canonical": CanonicalSettings,
     "pearson": PearsonSettings,
@@ -158,11 +219,23 @@ _POSITIVE = {
     "server.port",
     "server.workers",
     "server.max_body_bytes",
+    "server.max_in_flight",
     "kafka.max_batch_bytes",
     "kafka.publish_timeout_seconds",
     "kafka.topic_partitions",
     "kafka.topic_replication_factor",
     "dedupe.max_entries",
+    "spool.ack_deadline_seconds",
+    "spool.max_bytes",
+    "spool.drain_batch",
+    "inspera.max_export_bytes",
+    "inspera.download_timeout_seconds",
+    "inspera.retry_initial_seconds",
+    "inspera.retry_max_seconds",
+    "inspera.max_attempts",
+    "inspera.publish_batch",
+    "inspera.poll_interval_seconds",
+    "inspera.export_timeout_seconds",
 }
 
 T = TypeVar("T")
@@ -292,6 +365,7 @@ def _tenants(value: Any, env: Mapping[str, str]) -> tuple[Tenant, ...]:
     if len(set(names)) != len(names):
         raise ConfigError("tenant names must be unique")
     _check_credentials_unique(tenants)
+    _check_pearson_principals_unique(tenants)
     return tuple(tenants)
 
 
@@ -319,7 +393,37 @@ def _credential(
     principal = table.get("principal", "")
     if not isinstance(principal, str):
         raise ConfigError(f"{where}.principal must be a string")
+    if vendor == "pearson":
+        _check_pearson_credential(where, principal, secret)
     return Credential(vendor=vendor, secret=secret, principal=principal)
+
+
+def _check_pearson_credential(where: str, principal: str, secret: str) -> None:
+    # Pearson signs with AES-CMAC keyed by the secret's raw bytes: any other length could never
+    # verify, and every delivery would get a 401 (and be redelivered for 72 h) instead of the
+    # gateway refusing to start. The principal is how a delivery names its credential.
+    if not principal:
+        raise ConfigError(f"{where}: a pearson credential needs its principal (the principal id)")
+    if len(secret.encode("utf-8")) not in (16, 24, 32):
+        raise ConfigError(
+            f"{where}: a pearson secret is an AES key: 16, 24 or 32 bytes (UTF-8), "
+            f"not {len(secret.encode('utf-8'))}"
+        )
+
+
+def _check_pearson_principals_unique(tenants: list[Tenant]) -> None:
+    # A delivery is matched to its secret by principal alone: a second credential with the same
+    # principal would silently never match.
+    seen: set[str] = set()
+    for tenant in tenants:
+        for cred in tenant.credentials:
+            if cred.vendor == "pearson":
+                if cred.principal in seen:
+                    raise ConfigError(
+                        f"pearson principal {cred.principal!r} is configured twice "
+                        f"(tenant {tenant.name!r}): each principal must have one secret"
+                    )
+                seen.add(cred.principal)
 
 
 def _check_credentials_unique(tenants: list[Tenant]) -> None:
