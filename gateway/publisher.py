@@ -159,9 +159,10 @@ class Publisher:
     async def _forward(self) -> None:
         """Drain the spool to Kafka, oldest first, backing off while Kafka is unavailable."""
         assert self.spool is not None  # noqa: S101  # only started with a spool
-        spool, backoff = self.spool, 0.2
+        spool, backoff, check_topics = self.spool, 0.2, True
         while True:
             if not spool.depth:
+                check_topics = True
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
@@ -169,8 +170,14 @@ class Publisher:
                 continue
             batch = await spool.peek(self._spool_settings.drain_batch)
             try:
+                if check_topics and self._kafka.create_topics:
+                    # Spooling means Kafka was away: one that comes back empty (a new cluster,
+                    # the in-memory dev broker) must get our topics before our records.
+                    await self._ensure_topics()
+                    check_topics = False
                 await self._send([s.record for s in batch], self._kafka.publish_timeout_seconds)
-            except BrokerUnavailable:
+            except (BrokerUnavailable, KafkaError, OSError):
+                check_topics = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
                 continue

@@ -4,6 +4,7 @@ once per test session on free loopback ports, and a Kafka reader that shows what
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -63,17 +64,19 @@ class TopicReader:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
         await consumer.start()
         try:
+            deadline = time.monotonic() + within
             partitions = consumer.partitions_for_topic(topic)
-            for _ in range(50):
-                if partitions:
-                    break
-                await consumer._client.force_metadata_update()  # new topic
+            while not partitions and time.monotonic() < deadline:
+                # A topic created a moment ago (or not yet) is not in the client's metadata.
+                await asyncio.sleep(0.2)
+                await consumer._client.force_metadata_update()
                 partitions = consumer.partitions_for_topic(topic)
+            if not partitions:
+                return []
             assignment = [TopicPartition(topic, p) for p in sorted(partitions or ())]
             consumer.assign(assignment)
             await consumer.seek_to_beginning(*assignment)
             records: list[KafkaRecord] = []
-            deadline = time.monotonic() + within
             while time.monotonic() < deadline:
                 batch = await consumer.getmany(timeout_ms=200)
                 for messages in batch.values():
@@ -103,6 +106,7 @@ class Gateway:
     """A running `gateway serve` process."""
 
     url: str
+    suffix: str
     canonical_topic: str
     deadletter_topic: str
     log_path: Path
@@ -130,12 +134,20 @@ def kafka(broker: str) -> TopicReader:
     return TopicReader(broker)
 
 
-def start_gateway(broker: str, tmp: Path, extra_env: dict[str, str] | None = None) -> Gateway:
-    """`gateway serve` with the dev configuration, its own topics and a free port."""
+def start_gateway(
+    broker: str,
+    tmp: Path,
+    extra_env: dict[str, str] | None = None,
+    suffix: str | None = None,
+) -> Gateway:
+    """`gateway serve` with the dev configuration, its own topics and a free port.
+
+    A `suffix` of an earlier gateway restarts "the same" gateway: same topics, same state dir.
+    """
     port = free_port()
-    suffix = uuid.uuid4().hex[:8]
+    suffix = suffix or uuid.uuid4().hex[:8]
     canonical, deadletter = f"edu.events.v1.{suffix}", f"edu.events.deadletter.v1.{suffix}"
-    log_path = tmp / f"gateway-{suffix}.log"
+    log_path = tmp / f"gateway-{suffix}-{port}.log"
     env = {
         **os.environ,
         "GATEWAY_CONFIG": str(ROOT / "gateway.dev.toml"),
@@ -160,7 +172,7 @@ def start_gateway(broker: str, tmp: Path, extra_env: dict[str, str] | None = Non
             raise RuntimeError(f"gateway exited: {log_path.read_text()}")
         try:
             if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return Gateway(url, canonical, deadletter, log_path, process)
+                return Gateway(url, suffix, canonical, deadletter, log_path, process)
         except httpx.TransportError:
             pass
         time.sleep(0.1)
