@@ -180,23 +180,36 @@ class Pipeline:
         return vendor.success
 
     async def publish_items(
-        self, vendor: Vendor, items: Sequence[Item], ctx: NormalizeContext, stats: RequestStats
-    ) -> None:
+        self,
+        vendor: Vendor,
+        items: Sequence[Item],
+        ctx: NormalizeContext,
+        stats: RequestStats,
+        *,
+        dead_letter: bool = True,
+    ) -> Normalized:
         """Validate, normalize, dedupe and publish items that did not come from one HTTP body
-        (an export file, say) exactly as a request's items are."""
+        (an export file, dead letters being replayed) exactly as a request's items are.
+        `dead_letter=False`: rejected items are only returned, not dead-lettered (again)."""
         normalized = normalize_items(
             vendor, items, ctx, self._schemas, self._settings.canonical.include_original
         )
-        await self._publish(ctx, normalized, stats)
+        await self._publish(ctx, normalized, stats, dead_letter=dead_letter)
+        return normalized
 
     async def _publish(
-        self, ctx: NormalizeContext, normalized: Normalized, stats: RequestStats
+        self,
+        ctx: NormalizeContext,
+        normalized: Normalized,
+        stats: RequestStats,
+        *,
+        dead_letter: bool = True,
     ) -> None:
         kafka = self._settings.kafka
         claimed: list[str] = []
         records = [
-            self._dead_letter(ctx, rejection, original=item.payload, where=item.where)
-            for item, rejection in normalized.rejected
+            self._dead_letter(ctx, rejection, item=item)
+            for item, rejection in (normalized.rejected if dead_letter else ())
         ]
         seen: set[str] = set()
         try:
@@ -224,7 +237,7 @@ class Pipeline:
         for record_id in claimed:
             self._deduper.settle(record_id, published=True)
         stats.accepted = len(claimed)
-        stats.deadlettered = len(normalized.rejected)
+        stats.deadlettered = len(records) - len(claimed)
         stats.spooled = len(records) if spooled else 0
 
     def _dead_letter(
@@ -232,9 +245,8 @@ class Pipeline:
         ctx: NormalizeContext,
         rejection: Rejection,
         *,
-        original: Any = None,
+        item: Item | None = None,
         body: Inbound | None = None,
-        where: str = "",
     ) -> OutRecord:
         letter: dict[str, Any] = {
             "id": str(uuid.uuid4()),
@@ -246,11 +258,13 @@ class Pipeline:
             "receivedat": format_time(ctx.received_at),
             "request_id": ctx.delivery_id,
         }
-        if body is not None:
+        if item is not None:
+            letter["where"] = item.where
+            letter["original"] = item.payload
+            # What `gateway replay` needs to rebuild the item exactly, once the cause is fixed.
+            letter["item"] = {"schema": item.schema, "identity": item.identity, "meta": item.meta}
+        elif body is not None:
             letter.update(_original_body(body))
-        else:
-            letter["where"] = where
-            letter["original"] = original
         key = f"{ctx.tenant}|{ctx.vendor}".encode()
         return OutRecord(
             self._settings.kafka.deadletter_topic, key, orjson.dumps(letter), _DEADLETTER_HEADERS
