@@ -231,3 +231,41 @@ def _encode_headers(headers: tuple[tuple[str, bytes], ...]) -> bytes:
 
 def _decode_headers(stored: bytes) -> tuple[tuple[str, bytes], ...]:
     return tuple((key, value.encode("latin-1")) for key, value in orjson.loads(stored))
+
+
+@dataclass(frozen=True, slots=True)
+class SlotInfo:
+    """What `gateway spool` shows of one spool file."""
+
+    path: Path
+    records: int
+    bytes: int
+    oldest: float | None
+    held: bool  # a live gateway process owns it (and drains it)
+
+
+def inspect_spool(directory: Path) -> list[SlotInfo]:
+    """Every spool file under `directory`, read without disturbing the process that holds it."""
+    found: list[SlotInfo] = []
+    for path in sorted(directory.glob("spool-*.sqlite3")):
+        lock_path = path.with_suffix(".lock")
+        with lock_path.open("ab") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held = True
+            else:
+                held = False
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            count, size, oldest = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(value) + LENGTH(headers)), 0), "
+                "MIN(spooled_at) FROM records"
+            ).fetchone()
+        except sqlite3.OperationalError:  # created but never written
+            count, size, oldest = 0, 0, None
+        finally:
+            db.close()
+        found.append(SlotInfo(path, int(count), int(size), oldest, held))
+    return found
