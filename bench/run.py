@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import platform
 import re
@@ -30,6 +29,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gateway.broker import start_broker, stop_broker
+from gateway.consumers import stop_consumer
 from tests.caliper_fixtures import IMS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -194,9 +194,7 @@ def count_records(bootstrap: str, topic: str) -> int:
             ends = await consumer.end_offsets(partitions) if partitions else {}
             return sum(ends.values())
         finally:
-            # aiokafka may surface a cancelled internal task while closing a short-lived consumer.
-            with contextlib.suppress(asyncio.CancelledError):
-                await consumer.stop()
+            await stop_consumer(consumer)
 
     return asyncio.run(count())
 

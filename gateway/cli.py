@@ -7,15 +7,17 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import uvicorn
 
 from gateway import __version__
 from gateway.broker import broker_command, start_broker, stop_broker
-from gateway.errors import ConfigError
-from gateway.settings import CONFIG_ENV, load_settings
+from gateway.canonical import parse_time
+from gateway.errors import ConfigError, NormalizeError
+from gateway.settings import CONFIG_ENV, Settings, load_settings
 
 DEV_CONFIG = "gateway.dev.toml"
 
@@ -58,18 +60,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     dev.add_argument("--port", type=int, default=8080)
     dev.add_argument("--kafka-port", type=int, default=9092)
 
+    inspera = commands.add_parser("inspera", help="Inspera's export API")
+    inspera_commands = inspera.add_subparsers(dest="inspera_command", required=True)
+    export = inspera_commands.add_parser(
+        "export", help="order a test's events export, wait for it and ingest it"
+    )
+    export.add_argument("--test-id", required=True, help="Inspera's test id (assessmentRunId)")
+    export.add_argument("--tenant", default=None, help="default: the tenant with Inspera keys")
+    export.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    replay = commands.add_parser("replay", help="publish dead letters again after a fix")
+    replay.add_argument("--vendor", default=None, help="only this vendor's letters")
+    replay.add_argument("--reason", default=None, help="only letters with this reason code")
+    replay.add_argument("--since", default=None, help="received at or after (ISO 8601)")
+    replay.add_argument("--until", default=None, help="received before (ISO 8601)")
+    replay.add_argument("--dry-run", action="store_true", help="say what would be published")
+
+    spool = commands.add_parser("spool", help="show the local spool (and drain it)")
+    spool.add_argument("--drain", action="store_true", help="forward unheld spool files to Kafka")
+
     args = parser.parse_args(argv)
+    commands_run: dict[str, Callable[[argparse.Namespace], int]] = {
+        "broker": lambda a: _broker(a.port),
+        "serve": lambda a: _serve(a.host, a.port, a.workers),
+        "dev": lambda a: _dev(a.port, a.kafka_port),
+        "replay": lambda a: _replay(a.vendor, a.reason, a.since, a.until, a.dry_run),
+        "spool": lambda a: _spool(a.drain),
+        "inspera": _inspera,
+    }
     try:
-        if args.command == "broker":
-            return _broker(args.port)
-        if args.command == "serve":
-            return _serve(args.host, args.port, args.workers)
-        return _dev(args.port, args.kafka_port)
+        return commands_run[args.command](args)
     except ConfigError as error:
         print(f"gateway: {error.message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _inspera(args: argparse.Namespace) -> int:
+    from gateway.inspera_client import export_command  # noqa: PLC0415  # its own deps
+
+    return export_command(args.test_id, args.tenant, not args.no_progress)
 
 
 def _broker(port: int) -> int:
@@ -90,6 +121,62 @@ def _serve(host: str | None, port: int | None, workers: int | None) -> int:
         log_level="warning",
     )
     return 0
+
+
+def _replay(
+    vendor: str | None, reason: str | None, since: str | None, until: str | None, dry_run: bool
+) -> int:
+    from gateway.replay import Filters, progress_bar, replay  # noqa: PLC0415  # Kafka client
+
+    settings = load_settings()
+    try:
+        filters = Filters(
+            vendor=vendor,
+            reason=reason,
+            since=parse_time(since) if since else None,
+            until=parse_time(until) if until else None,
+        )
+    except NormalizeError as error:
+        raise ConfigError(f"--since/--until: {error.message}") from None
+    tally = asyncio.run(replay(settings, filters, dry_run, progress_bar()))
+    mode = "dry run: would publish" if dry_run else "published"
+    print(
+        f"{tally.read} dead letters read, {tally.matched} matched; {mode} {tally.published} "
+        f"canonical records ({tally.duplicates} duplicates skipped)"
+    )
+    for code, count in sorted(tally.still_failing.items()):
+        print(f"still failing: {count} x {code}")
+    return 0
+
+
+def _spool(drain: bool) -> int:
+    from gateway.spool import inspect_spool  # noqa: PLC0415  # SQLite only when asked
+
+    settings = load_settings()
+    directory = Path(settings.server.state_dir) / "spool"
+    if drain:
+        forwarded = asyncio.run(_drain(settings))
+        print(f"forwarded {forwarded} records to Kafka")
+    slots = inspect_spool(directory) if directory.is_dir() else []
+    print(f"spool {directory}: {sum(s.records for s in slots)} records")
+    for slot in slots:
+        age = f", oldest {time.time() - slot.oldest:.0f}s old" if slot.oldest else ""
+        owner = "held by a running gateway" if slot.held else "not held"
+        print(f"  {slot.path.name}: {slot.records} records, {slot.bytes} bytes{age} ({owner})")
+    return 0
+
+
+async def _drain(settings: Settings) -> int:
+    """Adopt every spool file no gateway holds and forward it to Kafka."""
+    from gateway.publisher import Publisher  # noqa: PLC0415  # Kafka client only when asked
+
+    publisher = Publisher(settings.kafka, settings.server, settings.spool)
+    await publisher.start()
+    try:
+        await publisher.drained()
+    finally:
+        await publisher.stop()
+    return publisher.forwarded_total
 
 
 def _dev_config() -> Path:

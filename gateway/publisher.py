@@ -57,6 +57,7 @@ class Publisher:
             self.spool = Spool(Path(server.state_dir) / "spool", self._spool_settings.max_bytes)
         self._producer: Any = None
         self._wake = asyncio.Event()
+        self._drained = asyncio.Event()  # set while the spool is empty
         self._tasks: list[asyncio.Task[None]] = []
         self.spooled_total = 0
         self.forwarded_total = 0
@@ -121,9 +122,15 @@ class Publisher:
             else:
                 return False
         await spool.append(list(records))
+        self._drained.clear()
         self.spooled_total += len(records)
         self._wake.set()
         return True
+
+    async def drained(self) -> None:
+        """Return once the spool is empty (at once without a spool)."""
+        if self.spool is not None:
+            await self._drained.wait()
 
     async def ready(self) -> str:
         """`ready` (Kafka answers), `degraded` (it does not, the spool takes records) or
@@ -163,6 +170,7 @@ class Publisher:
         while True:
             if not spool.depth:
                 check_topics = True
+                self._drained.set()
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):

@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gateway.auth import Authenticator
 from gateway.canonical import NormalizeContext, parse_time
+from gateway.consumers import stop_consumer
 from gateway.dedupe import Deduper
 from gateway.errors import GatewayError, NormalizeError
 from gateway.pipeline import Pipeline, RequestStats, normalize_items, split_request
@@ -121,7 +122,7 @@ async def read_dead_letters(settings: Settings) -> list[dict[str, Any]]:
                         remaining.discard(tp)
         return letters
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 async def replay(

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import httpx
 
 from gateway.broker import start_broker, stop_broker
 from tests.integration.conftest import (
+    ROOT,
     Gateway,
     TopicReader,
     free_port,
@@ -41,6 +45,20 @@ async def arrived(kafka: TopicReader, gateway: Gateway, result: LoadResult) -> d
     report = result.report(records)
     print(f"{gateway.suffix}: {report} statuses={dict(result.statuses)}")
     return report
+
+
+async def gateway_command(env: dict[str, str], *args: str) -> str:
+    """Run `gateway <args>` (off the event loop) and return what it printed."""
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "gateway.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return result.stdout
 
 
 async def wait_ready(url: str, status: str = "ready", within: float = 30) -> None:
@@ -165,4 +183,43 @@ async def test_sigterm_under_load_finishes_in_flight_requests_and_loses_nothing(
     finally:
         if gateway.process.poll() is None:
             gateway.process.kill()
+        stop_broker(broker)
+
+
+async def test_spool_command_shows_and_drains_what_a_dead_gateway_left(tmp_path: Path) -> None:
+    port = free_port()
+    broker = start_broker(port, quiet=True)
+    gateway = start_gateway(f"127.0.0.1:{port}", tmp_path, FAST_SPOOL)
+    try:
+        await load_for(gateway.url, 1)
+        os.kill(broker.pid, signal.SIGSTOP)
+        stop = asyncio.Event()
+        load = asyncio.create_task(send_load(gateway.url, stop, senders=4))
+        await wait_ready(gateway.url, "degraded")
+        await asyncio.sleep(2)
+        gateway.process.kill()
+        gateway.process.wait()
+        stop.set()
+        result = await load
+        os.kill(broker.pid, signal.SIGCONT)
+
+        env = {
+            **os.environ,
+            "GATEWAY_CONFIG": str(ROOT / "gateway.dev.toml"),
+            "GATEWAY_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+            "GATEWAY_KAFKA_CANONICAL_TOPIC": gateway.canonical_topic,
+            "GATEWAY_KAFKA_DEADLETTER_TOPIC": gateway.deadletter_topic,
+            "GATEWAY_SERVER_STATE_DIR": str(tmp_path / f"state-{gateway.suffix}"),
+        }
+        shown = await gateway_command(env, "spool")
+        spooled = int(re.search(r": (\d+) records\n", shown).group(1))  # type: ignore[union-attr]
+        assert spooled > 0, shown
+        assert "not held" in shown
+        drained = await gateway_command(env, "spool", "--drain")
+        assert f"forwarded {spooled} records" in drained, drained
+        assert ": 0 records" in drained
+        report = await arrived(TopicReader(f"127.0.0.1:{port}"), gateway, result)
+        assert report["lost"] == 0, report
+    finally:
+        os.kill(broker.pid, signal.SIGCONT)
         stop_broker(broker)
