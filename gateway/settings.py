@@ -61,7 +61,8 @@ class KafkaSettings:
 class DedupeSettings:
     """How long a published event is remembered, so that a re-send makes no second record."""
 
-    window_seconds: float = 24 * 3600.0
+    # 72 h: Pearson redelivers for up to 72 hours; re-sends within it make no second record.
+    window_seconds: float = 72 * 3600.0
     max_entries: int = 1_000_000
 
 
@@ -107,8 +108,14 @@ class PearsonSettings:
 class CanvasSettings:
     """Canvas quiz submission events and the quiz-log read model."""
 
-    # Kafka consumer group of the read model that serves GET .../events (one per deployment).
-    quiz_log_group: str = "assessment-gateway-canvas-quiz-log"
+    # The quiz log's SQLite file; "" = <server.state_dir>/canvas-quiz-log.sqlite3. Every gateway
+    # process keeps a whole read model of the canonical topic (all partitions, no consumer group:
+    # a group would split the partitions, and each instance's log would miss events), with the
+    # consumed offsets in the same file. Worker processes of one instance share it.
+    quiz_log_path: str = ""
+    # How long a GET of the quiz log waits for the read model to reach the topic's end offsets,
+    # so that a GET right after a 204 sees its events; past it, the log is served as it is.
+    quiz_log_wait_seconds: float = 2.0
 
 
 @dataclass(frozen=True)

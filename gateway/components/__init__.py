@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.components.canvas import CanvasQuizLog
+from gateway.components.inspera import InsperaComponent
 from gateway.pipeline import Pipeline
 from gateway.settings import Settings
 from gateway.vendors.base import Component
@@ -22,5 +24,4 @@ class ComponentContext:
 
 def build_components(ctx: ComponentContext) -> list[Component]:
     """Every vendor component, built (not started)."""
-    del ctx  # no vendor needs one yet
-    return []
+    return [CanvasQuizLog(ctx.settings), InsperaComponent(ctx.settings, ctx.pipeline)]

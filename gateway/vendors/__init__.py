@@ -11,7 +11,12 @@ from gateway.vendors.base import Vendor
 
 def registry() -> dict[str, Vendor]:
     """All vendors by name. Built on call, not at import: nothing is constructed at import time."""
-    from gateway.vendors import caliper  # noqa: PLC0415  # imported on call, see docstring
+    from gateway.vendors import (  # noqa: PLC0415  # imported on call, see docstring
+        caliper,
+        canvas,
+        inspera,
+        pearson,
+    )
 
-    vendors = (caliper.VENDOR,)
+    vendors = (caliper.VENDOR, canvas.VENDOR, inspera.VENDOR, pearson.VENDOR)
     return {vendor.name: vendor for vendor in vendors}
