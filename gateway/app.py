@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -31,7 +31,7 @@ from gateway.publisher import Publisher
 from gateway.schemas import SchemaSet
 from gateway.settings import Settings, load_settings
 from gateway.vendors import registry
-from gateway.vendors.base import ExtraRoute, Inbound, Reply, Vendor, problem_reply
+from gateway.vendors.base import Component, ExtraRoute, Inbound, Reply, Vendor, problem_reply
 
 RETRY_AFTER_SECONDS: Final = "5"
 _REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/healthz", _healthz, methods=["GET"]),
         Route("/readyz", _readyz(publisher), methods=["GET"]),
         Route("/metrics", _metrics(metrics), methods=["GET"]),
-        Route("/openapi.json", _openapi(vendors), methods=["GET"]),
+        Route("/openapi.json", _openapi(vendors, components), methods=["GET"]),
     ]
     for vendor in vendors.values():
         routes.append(
@@ -295,8 +295,8 @@ def _metrics(metrics: Metrics) -> Endpoint:
     return endpoint
 
 
-def _openapi(vendors: dict[str, Vendor]) -> Endpoint:
-    document = orjson.dumps(openapi_document(vendors))
+def _openapi(vendors: dict[str, Vendor], components: Sequence[Component]) -> Endpoint:
+    document = orjson.dumps(openapi_document(vendors, components))
 
     async def endpoint(_: Request) -> Response:
         return Response(document, media_type="application/json")
@@ -304,7 +304,9 @@ def _openapi(vendors: dict[str, Vendor]) -> Endpoint:
     return endpoint
 
 
-def openapi_document(vendors: dict[str, Vendor]) -> dict[str, Any]:
+def openapi_document(
+    vendors: dict[str, Vendor], components: Sequence[Component] = ()
+) -> dict[str, Any]:
     """An OpenAPI 3.1 description of every route."""
     paths: dict[str, Any] = {}
     for vendor in vendors.values():
@@ -312,7 +314,11 @@ def openapi_document(vendors: dict[str, Vendor]) -> dict[str, Any]:
             "post": {
                 "summary": f"Ingest {vendor.name} events",
                 "tags": [vendor.name],
-                "requestBody": {"required": True, "content": {"application/json": {}}},
+                "requestBody": {
+                    "required": True,
+                    "content": {media: {} for media in vendor.media_types},
+                },
+                "parameters": _path_parameters(vendor.path),
                 "responses": {
                     str(vendor.success.status): {
                         "description": "accepted and acknowledged by Kafka"
@@ -336,9 +342,21 @@ def openapi_document(vendors: dict[str, Vendor]) -> dict[str, Any]:
                 },
             }
         paths[vendor.path] = operations
+    for component in components:
+        for extra in component.routes():
+            paths.setdefault(extra.path, {})[extra.method.lower()] = {
+                "summary": f"{extra.vendor}: {extra.handler.__doc__ or extra.path}".strip(),
+                "tags": [extra.vendor],
+                "parameters": _path_parameters(extra.path),
+                "responses": {
+                    "200": {"description": "ok"},
+                    "401": {"description": "missing or invalid credentials"},
+                    "404": {"description": "unknown resource"},
+                },
+            }
     for path, summary in (
         ("/healthz", "the process is up"),
-        ("/readyz", "200 only when Kafka is reachable"),
+        ("/readyz", "200 while events are taken safely (ready or degraded), else 503"),
         ("/metrics", "Prometheus metrics"),
         ("/openapi.json", "this document"),
     ):
@@ -348,3 +366,10 @@ def openapi_document(vendors: dict[str, Vendor]) -> dict[str, Any]:
         "info": {"title": "assessment-gateway", "version": __version__},
         "paths": paths,
     }
+
+
+def _path_parameters(path: str) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in re.findall(r"{(\w+)}", path)
+    ]

@@ -24,7 +24,6 @@ from gateway.canonical import (
     CanonicalEvent,
     NormalizeContext,
     content_digest,
-    format_time,
     to_record,
 )
 from gateway.dedupe import Deduper
@@ -168,7 +167,7 @@ class Pipeline:
         try:
             items = split_request(vendor, inbound, self._schemas)
         except _BODY_ERRORS as error:
-            await self._dead_letter_body(ctx, inbound, error, strict=vendor.accept_malformed)
+            await self._dead_letter_body(vendor, ctx, inbound, error)
             stats.deadlettered = 1
             if vendor.accept_malformed:
                 return vendor.success
@@ -255,7 +254,7 @@ class Pipeline:
             "errors": [{"path": e.path, "message": e.message} for e in rejection.errors],
             "tenant": ctx.tenant,
             "vendor": ctx.vendor,
-            "receivedat": format_time(ctx.received_at),
+            "receivedat": ctx.received,
             "request_id": ctx.delivery_id,
         }
         if item is not None:
@@ -271,10 +270,14 @@ class Pipeline:
         )
 
     async def _dead_letter_body(
-        self, ctx: NormalizeContext, inbound: Inbound, error: GatewayError, *, strict: bool
+        self, vendor: Vendor, ctx: NormalizeContext, inbound: Inbound, error: GatewayError
     ) -> None:
-        """Keep a body that cannot be split. `strict`: the sender will be told success, so the
-        dead letter must be acknowledged first (a broker failure then fails the request)."""
+        """Keep a body that cannot be split, without the credentials it may carry. For a vendor
+        that will be told success anyway (`accept_malformed`) the dead letter must be
+        acknowledged first: a broker failure then fails the request."""
+        strict = vendor.accept_malformed
+        if vendor.redact_body is not None:
+            inbound = replace(inbound, body=vendor.redact_body(inbound))
         rejection = Rejection(error.code, error.message, error.errors)
         try:
             await self._publisher.publish([self._dead_letter(ctx, rejection, body=inbound)])

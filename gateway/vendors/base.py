@@ -6,9 +6,11 @@ return data. They import neither Starlette, aiokafka nor the logger; the pipelin
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
@@ -91,6 +93,11 @@ class Vendor:
     # body that cannot be decoded is dead-lettered and answered with `success`, not a 4xx.
     accept_malformed: bool = False
     render_error: Callable[[GatewayError], Reply] = problem_reply
+    # What a body that could not be split keeps in the dead-letter topic: the body without the
+    # credentials or bearer secrets it may carry (a token field, a signature, pre-signed URLs).
+    redact_body: Callable[[Inbound], bytes] | None = None
+    # Content types of the POST body, for the OpenAPI description.
+    media_types: tuple[str, ...] = ("application/json",)
 
     def schema_ref(self, name: str) -> str:
         """`<vendor>/<file>#/$defs/<name>`: how the schema set finds an entry point."""
@@ -132,3 +139,29 @@ class Component(Protocol):
 
     async def accepted(self, tenant: str, items: Sequence[Item], request_id: str) -> None:
         """A request of this vendor was accepted and published."""
+
+
+REDACTED: Final = "[redacted]"
+_URL_QUERY: Final = re.compile(rb"(https?://[^\s\"'?<>]+)\?[^\s\"'<>]*")
+
+
+def redact_form_fields(*names: str) -> Callable[[Inbound], bytes]:
+    """A `redact_body` for url-encoded forms: the values of the named fields are replaced."""
+    wanted = {name.lower() for name in names}
+
+    def redact(inbound: Inbound) -> bytes:
+        try:
+            pairs = parse_qsl(inbound.body.decode("utf-8"), keep_blank_values=True)
+        except (UnicodeDecodeError, ValueError):
+            return REDACTED.encode()  # cannot tell where the fields are: keep none of it
+        if not any(k.lower() in wanted for k, _ in pairs):
+            return inbound.body  # nothing to hide: kept byte for byte
+        kept = [(k, REDACTED if k.lower() in wanted else v) for k, v in pairs]
+        return urlencode(kept).encode()
+
+    return redact
+
+
+def redact_url_queries(inbound: Inbound) -> bytes:
+    """A `redact_body` that removes the query string of every URL (pre-signed URLs' secrets)."""
+    return _URL_QUERY.sub(rb"\1?" + REDACTED.encode(), inbound.body)

@@ -35,7 +35,7 @@ from gateway.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from gateway.vendors.base import Inbound, Item, Reply, Vendor
+from gateway.vendors.base import Inbound, Item, Reply, Vendor, redact_form_fields
 
 NAME: Final = "canvas"
 PATH: Final = "/api/v1/courses/{course_id}/quizzes/{quiz_id}/submissions/{id}/events"
@@ -388,4 +388,6 @@ VENDOR: Final = Vendor(
     normalize=normalize,
     success=Reply(204),
     render_error=render_error,
+    redact_body=redact_form_fields("access_token"),
+    media_types=("application/json", "application/x-www-form-urlencoded"),
 )

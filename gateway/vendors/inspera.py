@@ -29,7 +29,7 @@ from gateway.canonical import (
     normalize_time,
 )
 from gateway.errors import MalformedPayload, UnsupportedMediaType
-from gateway.vendors.base import Inbound, Item, Reply, Vendor
+from gateway.vendors.base import Inbound, Item, Reply, Vendor, redact_url_queries
 
 NAME: Final = "inspera"
 EXPORT_FINISHED: Final = "event_by_candidates_export_finished"
@@ -446,4 +446,5 @@ VENDOR: Final = Vendor(
     split=split,
     normalize=normalize,
     success=Reply(200),
+    redact_body=redact_url_queries,
 )

@@ -19,7 +19,7 @@ import orjson
 from gateway.auth import FORM, Scheme, form_fields
 from gateway.canonical import CanonicalEvent, EventType, NormalizeContext, normalize_time
 from gateway.errors import NormalizeError, UnsupportedMediaType
-from gateway.vendors.base import Inbound, Item, Reply, Vendor
+from gateway.vendors.base import Inbound, Item, Reply, Vendor, redact_form_fields
 
 NAME: Final = "pearson"
 STUDENT_EXAM_COMPLETED: Final = "pearson.ls.assessment.studentexam.completed"
@@ -220,4 +220,6 @@ VENDOR: Final = Vendor(
     # A non-200 makes Pearson redeliver a poison message for 72 h: an authenticated body that
     # cannot be decoded is dead-lettered whole and answered 200 too.
     accept_malformed=True,
+    redact_body=redact_form_fields("AUTHORIZATION"),
+    media_types=(FORM,),
 )

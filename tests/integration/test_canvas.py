@@ -368,6 +368,25 @@ async def test_malformed_bodies_get_canvas_errors_and_are_dead_lettered(
     assert letter["original_body"] == body.decode()
 
 
+async def test_a_dead_lettered_form_body_keeps_no_access_token(
+    client: httpx.AsyncClient, gateway: Gateway, kafka: TopicReader
+) -> None:
+    marker = uuid.uuid4().hex
+    body = b"access_token=dev-token&a=1&a[]=2"  # authenticates, then cannot be decoded
+    response = await client.post(
+        QuizSubmission.fresh().events,
+        content=body,
+        headers={"Content-Type": FORM, "X-Request-Id": marker},
+    )
+    assert response.status_code == 400
+    dead = await kafka.read(
+        gateway.deadletter_topic, lambda rs: marker in [r.json()["request_id"] for r in rs]
+    )
+    (letter,) = [r for r in dead if r.json()["request_id"] == marker]
+    assert b"dev-token" not in letter.value
+    assert "access_token=%5Bredacted%5D" in letter.json()["original_body"]
+
+
 async def test_events_without_a_type_are_dead_lettered_and_the_batch_succeeds(
     client: httpx.AsyncClient, gateway: Gateway, kafka: TopicReader
 ) -> None:

@@ -93,4 +93,16 @@ async def test_readiness_reports_degraded_mode_when_the_broker_is_gone(tmp_path:
 async def test_openapi_lists_every_route(client: httpx.AsyncClient, path: str) -> None:
     document = (await client.get(path)).json()
     assert set(document["paths"]) >= {"/v1/caliper", "/healthz", "/readyz", "/metrics"}
-    assert set(document["paths"]["/v1/caliper"]) == {"post", "get"}
+    paths = document["paths"]
+    assert set(paths["/v1/caliper"]) == {"post", "get"}
+    events = "/api/v1/courses/{course_id}/quizzes/{quiz_id}/submissions/{id}/events"
+    assert set(paths[events]) == {"post", "get"}
+    assert [p["name"] for p in paths[events]["post"]["parameters"]] == [
+        "course_id",
+        "quiz_id",
+        "id",
+    ]
+    assert "/api/v1/courses/{course_id}" in paths
+    pearson = paths["/v1/pearson/eventing"]["post"]["requestBody"]["content"]
+    assert list(pearson) == ["application/x-www-form-urlencoded"]
+    assert "/v1/inspera/webhooks" in paths
