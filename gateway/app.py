@@ -21,14 +21,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import __version__
-from gateway.auth import Authenticator
 from gateway.components import ComponentContext, build_components
-from gateway.dedupe import Deduper
 from gateway.errors import GatewayError, MalformedPayload, PayloadTooLarge
 from gateway.observability import InFlight, Metrics, configure_logging
 from gateway.pipeline import Pipeline, RequestStats
 from gateway.publisher import Publisher
-from gateway.schemas import SchemaSet
 from gateway.settings import Settings, load_settings
 from gateway.vendors import registry
 from gateway.vendors.base import Component, ExtraRoute, Inbound, Reply, Vendor, problem_reply
@@ -47,13 +44,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     configure_logging(settings.logging)
     vendors = registry()
     publisher = Publisher(settings.kafka, settings.server, settings.spool)
-    pipeline = Pipeline(
-        settings,
-        SchemaSet(),
-        Authenticator(settings.tenants, settings.pearson),
-        Deduper(settings.dedupe.window_seconds, settings.dedupe.max_entries),
-        publisher,
-    )
+    pipeline = Pipeline.for_settings(settings, publisher)
     pipeline.prepare(list(vendors.values()))
     metrics = Metrics(publisher)
     in_flight = InFlight(settings.server.max_in_flight)

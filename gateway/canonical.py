@@ -108,6 +108,11 @@ class CanonicalEvent:
     subject: str | None = None
 
 
+def compact(fields: dict[str, Any]) -> dict[str, Any]:
+    """Drop unknown (None) fields: absent means unknown, never invented."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 def parse_time(value: Any, path: str = "") -> datetime:
     """Parse an RFC 3339 / ISO 8601 timestamp; a timestamp without offset is taken as UTC."""
     if not isinstance(value, str) or not value:

@@ -23,14 +23,11 @@ from typing import Any, Final, Self, TextIO
 import httpx
 import structlog
 
-from gateway.auth import Authenticator
 from gateway.components.inspera import DownloadError, ExportIngester, IngestResult
-from gateway.dedupe import Deduper
 from gateway.errors import BrokerUnavailable, ConfigError
 from gateway.observability import configure_logging
 from gateway.pipeline import Pipeline
 from gateway.publisher import Publisher
-from gateway.schemas import SchemaSet
 from gateway.settings import InsperaSettings, Settings, load_settings
 from gateway.vendors.inspera import InvalidExport
 
@@ -297,13 +294,7 @@ async def export_test(
     assert status.url is not None  # noqa: S101  # wait_for_export returns only with a URL
     # The CLI waits for Kafka's own acknowledgement: no spool, which belongs to the server.
     publisher = Publisher(settings.kafka, settings.server)
-    pipeline = Pipeline(
-        settings,
-        SchemaSet(),
-        Authenticator(settings.tenants, settings.pearson),
-        Deduper(settings.dedupe.window_seconds, settings.dedupe.max_entries),
-        publisher,
-    )
+    pipeline = Pipeline.for_settings(settings, publisher)
     await publisher.start()
     try:
         ingester = ExportIngester(settings, pipeline)

@@ -141,6 +141,22 @@ class Pipeline:
         self._publisher = publisher
         self._accepted: dict[str, AcceptedHook] = {}
 
+    @classmethod
+    def for_settings(cls, settings: Settings, publisher: Publisher) -> Pipeline:
+        """The pipeline with the services built from the settings (schemas, auth, dedupe)."""
+        return cls(
+            settings,
+            SchemaSet(),
+            Authenticator(settings.tenants, settings.pearson),
+            Deduper(settings.dedupe.window_seconds, settings.dedupe.max_entries),
+            publisher,
+        )
+
+    @property
+    def schemas(self) -> SchemaSet:
+        """The compiled schemas this pipeline validates with."""
+        return self._schemas
+
     def on_accepted(self, vendor: str, hook: AcceptedHook) -> None:
         """Run `hook` after each published request of `vendor`, before the sender is answered."""
         self._accepted[vendor] = hook

@@ -23,10 +23,8 @@ from typing import Any, TextIO
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from gateway.auth import Authenticator
 from gateway.canonical import NormalizeContext, parse_time
 from gateway.consumers import stop_consumer
-from gateway.dedupe import Deduper
 from gateway.errors import GatewayError, NormalizeError
 from gateway.pipeline import Pipeline, RequestStats, normalize_items, split_request
 from gateway.publisher import Publisher
@@ -133,16 +131,15 @@ async def replay(
 ) -> Tally:
     """Replay the matching dead letters; with `dry_run`, only say what would be published."""
     vendors = registry()
-    schemas = SchemaSet()
     tally = Tally()
     letters = await read_dead_letters(settings)
     tally.read = len(letters)
     chosen = [letter for letter in letters if filters.match(letter)]
     tally.matched = len(chosen)
     publisher = Publisher(settings.kafka, settings.server)  # direct: replay is not a sender
-    deduper = Deduper(settings.dedupe.window_seconds, settings.dedupe.max_entries)
     # No sender authenticates here: the tenant of each letter is the one it was stamped with.
-    pipeline = Pipeline(settings, schemas, Authenticator(()), deduper, publisher)
+    pipeline = Pipeline.for_settings(settings, publisher)
+    schemas = pipeline.schemas
     if not dry_run:
         await publisher.start()
     try:

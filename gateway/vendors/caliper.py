@@ -19,6 +19,7 @@ from gateway.canonical import (
     CanonicalEvent,
     EventType,
     NormalizeContext,
+    compact,
     format_time,
     normalize_time,
 )
@@ -143,7 +144,7 @@ def normalize(item: Item, ctx: NormalizeContext) -> list[CanonicalEvent]:
     """The canonical record of one schema-valid event or entity description."""
     payload: dict[str, Any] = item.payload
     identity = item.identity or ""
-    vendor = _compact(
+    vendor = compact(
         {
             "name": NAME,
             "event_type": payload.get("type"),
@@ -164,7 +165,7 @@ def normalize(item: Item, ctx: NormalizeContext) -> list[CanonicalEvent]:
 
     event_type, action = term(payload.get("type")), term(payload.get("action"))
     vendor.update(
-        _compact(
+        compact(
             {
                 "action": payload.get("action"),
                 "profile": payload.get("profile"),
@@ -192,7 +193,7 @@ def normalize(item: Item, ctx: NormalizeContext) -> list[CanonicalEvent]:
     is_item = _kind(obj) == "AssessmentItem" or (thinned and event_type == "AssessmentItemEvent")
     item_entity = obj if is_item else None
     assessment = _assessment_of(event_type, obj, item_entity, attempt)
-    data = _compact(
+    data = compact(
         {
             "action": snake_case(action),
             "learner": learner,
@@ -241,7 +242,7 @@ def _entity(entity: Any) -> dict[str, Any]:
         # IMS's own IRIs name Caliper terms; other vendors' IRIs (Blackboard's) stay whole.
         if isinstance(kind, str) and kind.startswith(_IMS_IRI):
             kind = term(kind)
-        return _compact({"id": _id(entity), "type": kind, "name": entity.get("name")})
+        return compact({"id": _id(entity), "type": kind, "name": entity.get("name")})
     return {"id": entity}
 
 
@@ -274,7 +275,7 @@ def _assessment_of(
         return None
     if not isinstance(source, dict):
         return {"id": source}
-    return _compact(
+    return compact(
         {
             **_entity(source),
             "max_score": _number(source.get("maxScore")),
@@ -289,7 +290,7 @@ def _attempt(attempt: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(attempt, dict):
         return {"id": attempt}
-    return _compact(
+    return compact(
         {
             "id": _id(attempt),
             "parent_id": _id(attempt.get("isPartOf")),
@@ -304,7 +305,7 @@ def _attempt(attempt: Any) -> dict[str, Any] | None:
 def _response(generated: Any) -> dict[str, Any] | None:
     if _kind(generated) not in _RESPONSE_TYPES:
         return None
-    return _compact(
+    return compact(
         {
             "id": _id(generated),
             "type": term(generated.get("type")),
@@ -320,7 +321,7 @@ def _response(generated: Any) -> dict[str, Any] | None:
 def _score(generated: Any) -> dict[str, Any] | None:
     if _kind(generated) not in ("Score", "Result"):
         return None
-    return _compact(
+    return compact(
         {
             "id": _id(generated),
             "given": _number(generated.get("scoreGiven", generated.get("resultScore"))),
@@ -336,7 +337,7 @@ def _course(group: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(group, dict):
         return {"id": group}
-    return _compact(
+    return compact(
         {
             **_entity(group),
             "course_number": group.get("courseNumber"),
@@ -364,11 +365,6 @@ def _number(value: Any) -> int | float | None:
 
 def _time_or_none(value: Any) -> str | None:
     return normalize_time(value) if isinstance(value, str) and value else None
-
-
-def _compact(fields: dict[str, Any]) -> dict[str, Any]:
-    """Drop unknown (None) fields: absent means unknown, never invented."""
-    return {k: v for k, v in fields.items() if v is not None}
 
 
 def describe(settings: Settings) -> Reply:

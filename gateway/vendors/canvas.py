@@ -24,6 +24,7 @@ from gateway.canonical import (
     CanonicalEvent,
     EventType,
     NormalizeContext,
+    compact,
     format_time,
     normalize_time,
 )
@@ -267,7 +268,7 @@ def normalize(item: Item, ctx: NormalizeContext) -> list[CanonicalEvent]:
             flagged = _boolean(event_data.get("flagged"))
             if flagged is not None:
                 question["flagged"] = flagged
-    vendor = _compact(
+    vendor = compact(
         {
             "name": NAME,
             "event_type": event_type,
@@ -280,7 +281,7 @@ def normalize(item: Item, ctx: NormalizeContext) -> list[CanonicalEvent]:
             "question_ids": (question_ids or None) if event_type != "question_flagged" else None,
         }
     )
-    data = _compact(
+    data = compact(
         {
             "action": _verb(event_type),
             "assessment": {"id": meta["quiz_id"], "type": "Quiz"},
@@ -355,11 +356,6 @@ def _client_time(stamp: Any) -> str | None:
 def _verb(event_type: str) -> str:
     """Canvas's event types are snake_case already; others are brought to it."""
     return _WORD_START.sub("_", event_type.strip()).lower() or event_type
-
-
-def _compact(fields: dict[str, Any]) -> dict[str, Any]:
-    """Drop unknown (None) fields: absent means unknown, never invented."""
-    return {k: v for k, v in fields.items() if v is not None}
 
 
 def render_error(error: GatewayError) -> Reply:

@@ -25,6 +25,7 @@ from gateway.canonical import (
     CanonicalEvent,
     EventType,
     NormalizeContext,
+    compact,
     format_time,
     normalize_time,
 )
@@ -318,11 +319,11 @@ def _webhook(item: Item, ctx: NormalizeContext) -> CanonicalEvent:
     fields = {
         k: v for k, v in payload.items() if k not in ("event", "contextObjectId", "timestamp")
     }
-    data = _compact(
+    data = compact(
         {
             "action": action_of(event),
             "assessment": {"id": object_id} if event in TEST_EVENTS and object_id else None,
-            "vendor": _compact(
+            "vendor": compact(
                 {
                     "name": NAME,
                     "event_type": event,
@@ -342,28 +343,28 @@ def _export_event(item: Item) -> CanonicalEvent:
     event: dict[str, Any] = payload["event"]
     user_id = _id_text(candidate.get("userId"))
     candidate_id = _id_text(candidate.get("candidateId"))
-    learner = _compact({"id": user_id or candidate_id, "candidate_id": candidate_id})
+    learner = compact({"id": user_id or candidate_id, "candidate_id": candidate_id})
     creator = _id_text(event.get("userId"))
     # The event's userId is whoever created it (candidate, system, invigilator): an actor only
     # when it is known to be someone else than the candidate.
     actor = {"id": creator} if creator and user_id and creator != user_id else None
     flagging = event.get("flaggingInfo")
     flagged = isinstance(flagging, dict) and any(v not in (None, "", []) for v in flagging.values())
-    proctoring = _compact(
+    proctoring = compact(
         {
             **(_flagging(flagging) if flagged and isinstance(flagging, dict) else {}),
             "extra_info": _extra_info(event.get("extraInfo")),
             "attachments": _attachments(event.get("attachedFiles")),
         }
     )
-    data = _compact(
+    data = compact(
         {
             "action": action_of(event["event"]),
             "learner": learner,
             "actor": actor,
             "assessment": {"id": test_id},
             "proctoring": proctoring or None,
-            "vendor": _compact(
+            "vendor": compact(
                 {
                     "name": NAME,
                     "event_type": event["event"],
@@ -381,7 +382,7 @@ def _export_event(item: Item) -> CanonicalEvent:
 
 
 def _flagging(flagging: dict[str, Any]) -> dict[str, Any]:
-    return _compact(
+    return compact(
         {
             "flag_type": flagging.get("flagType"),
             "flag_sub_types": flagging.get("flagSubTypes") or None,
@@ -394,7 +395,7 @@ def _flagging(flagging: dict[str, Any]) -> dict[str, Any]:
 def _extra_info(extra: Any) -> dict[str, Any] | None:
     if not isinstance(extra, dict):
         return None
-    return _compact({"type": extra.get("type"), "value": extra.get("value")}) or None
+    return compact({"type": extra.get("type"), "value": extra.get("value")}) or None
 
 
 def _attachments(files: Any) -> list[dict[str, Any]] | None:
@@ -402,7 +403,7 @@ def _attachments(files: Any) -> list[dict[str, Any]] | None:
     if not isinstance(files, list) or not files:
         return None
     return [
-        _compact(
+        compact(
             {
                 "file_name": f.get("fileName"),
                 "content_item_id": _id_text(f.get("contentItemId")),
@@ -429,11 +430,6 @@ def _id_text(value: Any) -> str | None:
         return str(int(value)) if value.is_integer() else repr(value)
     text = str(value).strip()
     return text or None
-
-
-def _compact(fields: dict[str, Any]) -> dict[str, Any]:
-    """Drop unknown (None) fields: absent means unknown, never invented."""
-    return {k: v for k, v in fields.items() if v is not None}
 
 
 VENDOR: Final = Vendor(

@@ -17,7 +17,7 @@ from typing import Any, Final
 import orjson
 
 from gateway.auth import FORM, Scheme, form_fields
-from gateway.canonical import CanonicalEvent, EventType, NormalizeContext, normalize_time
+from gateway.canonical import CanonicalEvent, EventType, NormalizeContext, compact, normalize_time
 from gateway.errors import NormalizeError, UnsupportedMediaType
 from gateway.vendors.base import Inbound, Item, Reply, Vendor, redact_form_fields
 
@@ -102,7 +102,7 @@ def normalize(item: Item, ctx: NormalizeContext) -> list[CanonicalEvent]:
     obj: dict[str, Any] = event["object"]
     actor: dict[str, Any] = event["actor"]
     contexts: dict[str, Any] = event.get("contexts") or {}
-    attempt = _compact(
+    attempt = compact(
         {
             "id": _id(obj["id"]),
             "type": obj.get("type") or None,
@@ -113,7 +113,7 @@ def normalize(item: Item, ctx: NormalizeContext) -> list[CanonicalEvent]:
             "comment": _comment(obj.get("comment")),
         }
     )
-    vendor = _compact(
+    vendor = compact(
         {
             "name": NAME,
             "event_type": event["eventType"],
@@ -123,12 +123,12 @@ def normalize(item: Item, ctx: NormalizeContext) -> list[CanonicalEvent]:
             "delivery_id": item.meta.get("delivery_id"),
         }
     )
-    data = _compact(
+    data = compact(
         {
             "action": "completed",
             # The actor is the student who took the exam; names, email and username stay out.
-            "learner": _compact({"id": _id(actor["id"]), "type": actor.get("type") or None}),
-            "assessment": _compact(
+            "learner": compact({"id": _id(actor["id"]), "type": actor.get("type") or None}),
+            "assessment": compact(
                 {
                     "id": _id(obj["examId"]),
                     "is_auto_grading_on": _flag(obj.get("isAutoGradingOn")),
@@ -149,7 +149,7 @@ def normalize(item: Item, ctx: NormalizeContext) -> list[CanonicalEvent]:
 def _course(course: Any) -> dict[str, Any] | None:
     if not isinstance(course, dict) or course.get("id") is None:
         return None  # a canonical course is known by its id
-    return _compact(
+    return compact(
         {
             "id": _id(course["id"]),
             "name": course.get("title") or None,
@@ -169,7 +169,7 @@ def _institution(ep: Any) -> dict[str, Any] | None:
     client_string = ep.get("clientString") or None
     if client_string is None and ep_id is None:
         return None
-    return _compact({"id": client_string or ep_id, "ep_id": ep_id})
+    return compact({"id": client_string or ep_id, "ep_id": ep_id})
 
 
 def _id(value: Any) -> str:
@@ -200,11 +200,6 @@ def _comment(value: Any) -> str | None:
 
 def _time(value: Any, path: str) -> str | None:
     return normalize_time(value, path) if isinstance(value, str) and value else None
-
-
-def _compact(fields: dict[str, Any]) -> dict[str, Any]:
-    """Drop unknown (None) fields: absent means unknown, never invented."""
-    return {k: v for k, v in fields.items() if v is not None}
 
 
 VENDOR: Final = Vendor(
