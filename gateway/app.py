@@ -187,7 +187,8 @@ def _extra(vendor: Vendor, extra: ExtraRoute, pipeline: Pipeline, limit: int) ->
         request_id = _request_id(request)
         tenant = None
         try:
-            inbound = _inbound(request, await _read_body(request, limit))
+            body = await _read_body(request, limit)
+            inbound = _inbound(request, body, base_url=str(request.base_url).rstrip("/"))
             tenant = pipeline.authenticate(vendor, inbound)
             reply = await extra.handler(inbound, tenant)
         except GatewayError as error:
@@ -229,7 +230,9 @@ def _request_id(request: Request) -> str:
     return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
 
 
-def _inbound(request: Request, body: bytes) -> Inbound:
+def _inbound(request: Request, body: bytes, base_url: str = "") -> Inbound:
+    """What vendors see of a request. `base_url` only where answers hold absolute links: it is
+    not free to build on every ingest request."""
     content_type = request.headers.get("content-type", "")
     return Inbound(
         method=request.method,
@@ -238,7 +241,7 @@ def _inbound(request: Request, body: bytes) -> Inbound:
         headers=request.headers,
         query=request.query_params,
         path_params={k: str(v) for k, v in request.path_params.items()},
-        base_url=str(request.base_url).rstrip("/"),
+        base_url=base_url,
     )
 
 

@@ -21,6 +21,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import DefaultPartitioner
 
 from gateway.errors import BrokerUnavailable
 from gateway.records import OutRecord
@@ -37,6 +38,31 @@ _CONNECT_RETRY_SECONDS: Final = 1.0
 _MAX_BACKOFF_SECONDS: Final = 5.0
 
 log = structlog.get_logger("gateway.publisher")
+
+
+class _CachedPartitioner:
+    """Kafka's default partitioner (murmur2 of the key, as the Java client), remembered per key.
+
+    aiokafka computes murmur2 in pure Python on every record; our keys (tenant + learner +
+    assessment) repeat for every event of an attempt, so a bounded memo saves that work.
+    """
+
+    def __init__(self, size: int = 65536) -> None:
+        self._default = DefaultPartitioner()
+        self._size = size
+        self._memo: dict[tuple[bytes, int], int] = {}
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return int(self._default(key, all_partitions, available))
+        memo_key = (key, len(all_partitions))  # Kafka numbers partitions 0..n-1
+        partition = self._memo.get(memo_key)
+        if partition is None:
+            partition = int(self._default(key, all_partitions, available))
+            if len(self._memo) >= self._size:
+                self._memo.clear()  # crude but bounded; refilling is cheap
+            self._memo[memo_key] = partition
+        return partition
 
 
 class Publisher:
@@ -209,6 +235,7 @@ class Publisher:
                 max_batch_size=kafka.max_batch_bytes,
                 max_request_size=self.max_record_bytes,
                 request_timeout_ms=int(kafka.publish_timeout_seconds * 1000),
+                partitioner=_CachedPartitioner(),
             )
             try:
                 await producer.start()
