@@ -184,6 +184,11 @@ class QuizLogStore:
             raise RuntimeError("the quiz log store is not open")
         return self._db
 
+    def forget_offsets(self, topic: str, partitions: Sequence[int]) -> None:
+        """Drop stored offsets (of a topic that is no longer the one they were read from)."""
+        rows = [(topic, p) for p in partitions]
+        self.db.executemany("DELETE FROM offsets WHERE topic = ? AND partition = ?", rows)
+
     def offsets(self, topic: str) -> dict[int, int]:
         """The next offset to consume, per partition, as last committed."""
         rows = self.db.execute(
@@ -433,6 +438,7 @@ class CanvasQuizLog:
             stored = await self._db(self.store.offsets, self._topic)
             seeked: set[TopicPartition] = set()
             await self._wait_for_assignment(consumer)
+            stored = await self._forget_offsets_past_the_end(ends, consumer, stored)
             self._seek(consumer, seeked, stored)
             resumed = {str(partition): offset for partition, offset in stored.items()}
             log.info("quiz_log_started", topic=self._topic, resumed_from=resumed)
@@ -484,6 +490,20 @@ class CanvasQuizLog:
         # aiokafka has no public awaitable for a group-less assignment; it comes with metadata.
         while not consumer.assignment():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+
+    async def _forget_offsets_past_the_end(
+        self, ends: Any, consumer: Any, stored: dict[int, int]
+    ) -> dict[int, int]:
+        """Stored offsets beyond a partition's end mean the topic is not the one they were
+        read from (recreated, a new cluster, the in-memory dev broker restarted): read it
+        again from its beginning rather than skip what it holds (rows stay idempotent by id)."""
+        partitions = sorted(consumer.assignment(), key=lambda tp: tp.partition)
+        end = await ends.end_offsets(partitions)
+        stale = {tp.partition for tp in partitions if stored.get(tp.partition, 0) > end[tp]}
+        if stale:
+            log.warning("quiz_log_offsets_reset", topic=self._topic, partitions=sorted(stale))
+            await self._db(self.store.forget_offsets, self._topic, sorted(stale))
+        return {p: o for p, o in stored.items() if p not in stale}
 
     def _seek(self, consumer: Any, seeked: set[TopicPartition], stored: dict[int, int]) -> None:
         for tp in consumer.assignment() - seeked:

@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import orjson
 
-from tests.integration.conftest import TOKEN, Gateway, start_gateway, stop_gateway
+from gateway.broker import start_broker, stop_broker
+from tests.integration.conftest import TOKEN, Gateway, free_port, start_gateway, stop_gateway
 from tests.integration.test_canvas import QuizSubmission, stamped
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -109,3 +110,28 @@ async def test_worker_processes_share_one_log(broker: str, tmp_path: Path) -> No
             assert logged == [f"event_{k}" for k in range(n + 1)]
     finally:
         stop_gateway(gateway)
+
+
+async def test_a_broker_that_comes_back_empty_is_read_from_its_beginning(tmp_path: Path) -> None:
+    """The dev broker keeps nothing across restarts: offsets stored against the old one must
+    not make the quiz log skip what the new one receives."""
+    port = free_port()
+    broker = start_broker(port, quiet=True)
+    sub = QuizSubmission.fresh()
+    gateway = start_gateway(f"127.0.0.1:{port}", tmp_path)
+    try:
+        events = [stamped("session_started", n, {"user_agent": "UA"}) for n in range(3)]
+        assert await post(gateway, sub, *events) == 204
+        assert len(await quiz_log(gateway, sub)) == 3
+        stop_gateway(gateway)
+        stop_broker(broker)
+
+        broker = start_broker(port, quiet=True)  # empty: every offset is back to 0
+        gateway = start_gateway(f"127.0.0.1:{port}", tmp_path, suffix=gateway.suffix)
+        assert await post(gateway, sub, stamped("page_blurred", 9)) == 204
+        logged = [t for _, t in await quiz_log(gateway, sub)]
+        assert logged == ["session_started"] * 3 + ["page_blurred"]
+        assert any(line["event"] == "quiz_log_offsets_reset" for line in gateway.log_lines())
+    finally:
+        stop_gateway(gateway)
+        stop_broker(broker)
