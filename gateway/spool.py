@@ -101,11 +101,12 @@ class Spool:
         self._bytes = 0
         self.depth = 0
         self.oldest: float | None = None
+        self._refusing = False
 
     @property
     def full(self) -> bool:
-        """True when no more records fit."""
-        return self._bytes >= self._max_bytes
+        """True once records were refused for lack of room, until some are forwarded."""
+        return self._refusing
 
     async def open(self) -> None:
         """Take a free slot and adopt every unheld slot that still holds records."""
@@ -176,6 +177,7 @@ class Spool:
         assert self._own is not None  # noqa: S101  # opened before use
         size = sum(r.size for r in records)
         if self._bytes + size > self._max_bytes:
+            self._refusing = True
             raise SpoolFull(
                 f"the local spool is full ({self._bytes} of {self._max_bytes} bytes) while Kafka "
                 "is unavailable"
@@ -216,6 +218,7 @@ class Spool:
             slot.db.executemany("DELETE FROM records WHERE seq = ?", seqs)
         self._retire_empty_orphans()
         self._refresh()
+        self._refusing = False
 
     def _retire_empty_orphans(self) -> None:
         for slot in list(self._orphans):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -95,5 +98,66 @@ async def test_with_the_broker_down_events_are_spooled_then_forwarded(tmp_path: 
                 assert time.monotonic() < deadline
             assert "gateway_spool_depth 0.0" in (await client.get("/metrics")).text
     finally:
+        stop_gateway(gateway)
+        stop_broker(broker)
+
+
+async def test_a_full_spool_refuses_with_503_and_retry_after(tmp_path: Path) -> None:
+    port = free_port()
+    broker = start_broker(port, quiet=True)
+    small = {"GATEWAY_SPOOL_ACK_DEADLINE_SECONDS": "1", "GATEWAY_SPOOL_MAX_BYTES": "20000"}
+    gateway = start_gateway(f"127.0.0.1:{port}", tmp_path, small)
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+            stop_broker(broker)
+            statuses = []
+            for _ in range(40):  # ~1.5 KB of records each: the 20 KB spool fills up
+                response = await client.post(
+                    "/v1/caliper",
+                    content=orjson.dumps(envelope(assessment_started())),
+                    headers=AUTH,
+                )
+                statuses.append(response.status_code)
+                if response.status_code == 503:
+                    break
+            assert statuses[0] == 200
+            assert statuses[-1] == 503, statuses
+            assert response.headers["retry-after"] == "5"
+            assert response.json()["title"] == "spool full"
+            ready = await client.get("/readyz")
+            assert (ready.status_code, ready.json()["status"]) == (503, "unavailable")
+            metrics = (await client.get("/metrics")).text
+            assert "gateway_spool_oldest_age_seconds" in metrics
+            assert f"gateway_spool_spooled_total {float(statuses.count(200))}" in metrics
+    finally:
+        stop_gateway(gateway)
+        stop_broker(broker)
+
+
+async def test_past_max_in_flight_requests_get_503_not_a_queue(tmp_path: Path) -> None:
+    port = free_port()
+    broker = start_broker(port, quiet=True)
+    one_at_a_time = {"GATEWAY_SERVER_MAX_IN_FLIGHT": "1", "GATEWAY_SPOOL_ACK_DEADLINE_SECONDS": "3"}
+    gateway = start_gateway(f"127.0.0.1:{port}", tmp_path, one_at_a_time)
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+            os.kill(broker.pid, signal.SIGSTOP)  # the first request waits for its acks...
+            first = asyncio.create_task(
+                client.post(
+                    "/v1/caliper",
+                    content=orjson.dumps(envelope(assessment_started())),
+                    headers=AUTH,
+                )
+            )
+            await asyncio.sleep(0.5)
+            second = await client.post(  # ...so the second is refused at once, not queued
+                "/v1/caliper", content=orjson.dumps(envelope(assessment_started())), headers=AUTH
+            )
+            assert second.status_code == 503
+            assert second.headers["retry-after"] == "5"
+            assert second.json()["title"] == "overloaded"
+            assert (await first).status_code == 200  # spooled after the ack deadline
+    finally:
+        os.kill(broker.pid, signal.SIGCONT)
         stop_gateway(gateway)
         stop_broker(broker)
