@@ -30,7 +30,7 @@ lint: install
 bench: install
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench.validators
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run --soak 300 --write
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -1,9 +1,11 @@
 """`make bench`: the gateway against the HTTP ceiling and a naive gateway, over real HTTP and a
-real broker, with a load generator that is not Python (wrk).
+real broker, driven by a load generator that is not Python (wrk).
 
-For each target: start the embedded broker (once) and the server, warm up, drive it with wrk
-for a fixed time with ids unique per request (bench/lua/unique.lua), then check that the records
-in Kafka equal the events acknowledged. Prints one table and writes it to bench/RESULTS.md.
+For each run: start the server (the embedded broker runs throughout), warm up, drive it with wrk
+for a fixed time with ids unique per request, sample the server's memory, then check that Kafka
+holds as many records as events were acknowledged. Then: the gateway's p99 at half its maximum
+rate, and (with --soak) its memory under sustained load. Prints Markdown tables; with --write,
+also puts them in bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -25,27 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench import payloads
+from bench.payloads import Payload
 from gateway.broker import start_broker, stop_broker
 from gateway.consumers import stop_consumer
-from tests.caliper_fixtures import IMS
 
 ROOT = Path(__file__).resolve().parent.parent
-LUA = ROOT / "bench" / "lua" / "unique.lua"
-CALIPER_HEADERS = ("Authorization: Bearer dev-token", "Content-Type: application/json")
-
-
-@dataclass(frozen=True)
-class Payload:
-    """A vendor's typical request: a body template with {{UNIQUE}} markers."""
-
-    name: str
-    path: str
-    headers: tuple[str, ...]
-    template: str
-    events: int  # events per request
+RESULTS = ROOT / "bench" / "RESULTS.md"
+WRK_THREADS = 2
+MARK = "<!-- make bench writes below this line -->"
 
 
 @dataclass
@@ -61,9 +53,16 @@ class Outcome:
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     peak_rss_mb: float = 0.0
+    events_per_request: int = 0
     acknowledged_events: int = 0
     records_in_kafka: int | None = None
-    notes: list[str] = field(default_factory=list)
+    rss_samples_mb: list[float] = field(default_factory=list)
+
+    @property
+    def lost(self) -> bool:
+        return (
+            self.records_in_kafka is not None and self.records_in_kafka < self.acknowledged_events
+        )
 
 
 def free_port() -> int:
@@ -72,23 +71,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def caliper_payload() -> Payload:
-    """The 3-event IMS batch envelope, each event id made unique per request."""
-    envelope = orjson.loads((IMS / "v1p2" / "caliperEnvelopeEventBatch.json").read_bytes())
-    for index, event in enumerate(envelope["data"]):
-        event["id"] = f"urn:uuid:bench-{index}-{{{{UNIQUE}}}}"
-    return Payload(
-        "caliper 3-event envelope",
-        "/v1/caliper",
-        CALIPER_HEADERS,
-        orjson.dumps(envelope).decode(),
-        len(envelope["data"]),
-    )
-
-
 def parse_duration(text: str) -> float:
     """wrk's `1.23ms` / `850.00us` / `1.01s` in milliseconds."""
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        raise ValueError(f"not a wrk duration: {text!r}")
+    value, unit = match.groups()
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
@@ -96,37 +84,55 @@ def run_wrk(
     url: str, payload: Payload, seconds: int, connections: int, delay_ms: float | None = None
 ) -> dict[str, float]:
     """Drive `url` with wrk; returns requests, errors, rps, p50_ms, p99_ms."""
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as template:
-        template.write(payload.template)
-    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(LUA)]
+    with tempfile.NamedTemporaryFile("w", suffix=".bench", delete=False) as data:
+        data.write(payload.data())
+    command = [
+        "wrk",
+        f"-t{WRK_THREADS}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "-s",
+        str(payload.script),
+    ]
     for header in payload.headers:
         command += ["-H", header]
-    command += [url + payload.path, "--", template.name]
-    env = {**os.environ, **({"BENCH_DELAY_MS": str(delay_ms)} if delay_ms else {})}
-    out = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
-    os.unlink(template.name)
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    command += [url + payload.path, "--", data.name, str(WRK_THREADS)]
+    env = {**os.environ, **({"BENCH_DELAY_MS": f"{delay_ms:.3f}"} if delay_ms else {})}
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
+    finally:
+        os.unlink(data.name)
+
+    def number(pattern: str) -> float:
+        match = re.search(pattern, out)
+        if match is None:
+            raise RuntimeError(f"unexpected wrk output:\n{out}")
+        return float(match.group(1))
+
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    sockets = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
     errors = int(non2xx.group(1)) if non2xx else 0
-    if socket:
-        errors += sum(int(n) for n in socket.groups())
+    errors += sum(int(n) for n in sockets.groups()) if sockets else 0
     percentiles = dict(re.findall(r"^\s+(\d+)%\s+([\d.]+\w+)\s*$", out, re.MULTILINE))
     return {
-        "requests": requests,
+        "requests": number(r"(\d+) requests in"),
         "errors": errors,
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "rps": number(r"Requests/sec:\s+([\d.]+)"),
         "p50_ms": parse_duration(percentiles["50"]),
         "p99_ms": parse_duration(percentiles["99"]),
     }
 
 
 class RssSampler:
-    """Peak resident memory of a process and all its children, sampled from /proc."""
+    """Resident memory of a process and all its children, sampled from /proc."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, every: float = 0.5) -> None:
         self.pid = pid
-        self.peak = 0
+        self.every = every
+        self.samples: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -138,9 +144,13 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
 
+    @property
+    def peak(self) -> int:
+        return max(self.samples, default=0)
+
     def current(self) -> int:
-        tree, total = self._tree(), 0
-        for pid in tree:
+        total = 0
+        for pid in self._tree():
             try:
                 status = Path(f"/proc/{pid}/status").read_text()
             except OSError:
@@ -157,8 +167,7 @@ class RssSampler:
             except OSError:
                 continue
             parents[int(stat.parent.name)] = int(fields[1])
-        tree = {self.pid}
-        grew = True
+        tree, grew = {self.pid}, True
         while grew:
             grew = False
             for pid, parent in parents.items():
@@ -168,15 +177,15 @@ class RssSampler:
         return tree
 
     def _run(self) -> None:
-        while not self._stop.wait(0.5):
-            self.peak = max(self.peak, self.current())
+        while not self._stop.wait(self.every):
+            self.samples.append(self.current())
 
 
 def wait_listening(url: str, within: float = 30) -> None:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         try:
-            httpx.post(url + "/healthz", timeout=1)
+            httpx.get(url + "/healthz", timeout=1)
             return
         except httpx.TransportError:
             time.sleep(0.1)
@@ -184,6 +193,8 @@ def wait_listening(url: str, within: float = 30) -> None:
 
 
 def count_records(bootstrap: str, topic: str) -> int:
+    """Records in a topic (the sum of its partitions' end offsets)."""
+
     async def count() -> int:
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
         await consumer.start()
@@ -192,7 +203,7 @@ def count_records(bootstrap: str, topic: str) -> int:
                 TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
             ]
             ends = await consumer.end_offsets(partitions) if partitions else {}
-            return sum(ends.values())
+            return int(sum(ends.values()))
         finally:
             await stop_consumer(consumer)
 
@@ -202,15 +213,16 @@ def count_records(bootstrap: str, topic: str) -> int:
 def start_server(
     target: str, workers: int, bootstrap: str, topic: str, state: Path
 ) -> tuple[subprocess.Popen[bytes], str]:
+    """The gateway (`gateway serve`) or a reference app under uvicorn, same server settings."""
     port = free_port()
-    env = {**os.environ}
+    env = dict(os.environ)
     if target == "gateway":
         env |= {
             "GATEWAY_CONFIG": str(ROOT / "gateway.dev.toml"),
             "GATEWAY_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "GATEWAY_KAFKA_CANONICAL_TOPIC": topic,
             "GATEWAY_KAFKA_DEADLETTER_TOPIC": topic + ".deadletter",
-            "GATEWAY_SERVER_STATE_DIR": str(state),
+            "GATEWAY_SERVER_STATE_DIR": str(state / topic),
         }
         command = [
             sys.executable,
@@ -246,110 +258,171 @@ def start_server(
     return process, url
 
 
-def measure(
-    target: str,
-    *,
-    workers: int,
-    payload: Payload,
-    bootstrap: str,
-    seconds: int,
-    connections: int,
-    state: Path,
-) -> Outcome:
-    topic = f"bench.{target}.{uuid.uuid4().hex[:8]}"
-    process, url = start_server(target, workers, bootstrap, topic, state)
-    outcome = Outcome(target, payload.name, workers)
-    try:
-        warm = run_wrk(url, payload, 2, connections)
-        with RssSampler(process.pid) as rss:
-            result = run_wrk(url, payload, seconds, connections)
-        outcome.requests = int(result["requests"])
-        outcome.errors = int(result["errors"])
-        outcome.rps = result["rps"]
-        outcome.p50_ms, outcome.p99_ms = result["p50_ms"], result["p99_ms"]
-        outcome.peak_rss_mb = rss.peak / 1024 / 1024
-        acknowledged = (warm["requests"] - warm["errors"]) + (result["requests"] - result["errors"])
-        outcome.acknowledged_events = int(acknowledged) * payload.events
-        if target != "ceiling":
-            time.sleep(1)
-            outcome.records_in_kafka = count_records(bootstrap, topic)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-    return outcome
+@dataclass(frozen=True)
+class Bench:
+    """What every run shares."""
+
+    bootstrap: str
+    state: Path
+    seconds: int
+    connections: int
+
+    def measure(
+        self,
+        target: str,
+        workers: int,
+        payload: Payload,
+        *,
+        delay_ms: float | None = None,
+        seconds: int | None = None,
+        rss_every: float = 0.5,
+    ) -> Outcome:
+        topic = f"bench.{target}.{uuid.uuid4().hex[:8]}"
+        process, url = start_server(target, workers, self.bootstrap, topic, self.state)
+        outcome = Outcome(target, payload.name, workers, events_per_request=payload.events)
+        try:
+            warm_payload, measured_payload = payload.split(0.15)
+            warm = run_wrk(url, warm_payload, 2, self.connections, delay_ms)
+            with RssSampler(process.pid, rss_every) as rss:
+                result = run_wrk(
+                    url, measured_payload, seconds or self.seconds, self.connections, delay_ms
+                )
+            outcome.requests, outcome.errors = int(result["requests"]), int(result["errors"])
+            outcome.rps, outcome.p50_ms, outcome.p99_ms = (
+                result["rps"],
+                result["p50_ms"],
+                result["p99_ms"],
+            )
+            outcome.peak_rss_mb = rss.peak / 2**20
+            outcome.rss_samples_mb = [s / 2**20 for s in rss.samples]
+            acknowledged = (warm["requests"] - warm["errors"]) + (
+                result["requests"] - result["errors"]
+            )
+            outcome.acknowledged_events = int(acknowledged) * payload.events
+            if target != "ceiling":
+                time.sleep(1)  # the last acks of requests wrk stopped waiting for
+                outcome.records_in_kafka = count_records(self.bootstrap, topic)
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+        return outcome
 
 
-def table(outcomes: list[Outcome], ceiling: float, naive: float) -> str:
-    """The results as a Markdown table."""
+def throughput_table(outcomes: list[Outcome]) -> str:
+    ceiling = next(o.rps for o in outcomes if o.target == "ceiling" and o.workers == 1)
+    naive = next(o.rps for o in outcomes if o.target == "naive")
     lines = [
-        "| target | payload | workers | req/s | events/s | p50 ms | p99 ms | errors | peak RSS MB "
-        "| events acked | records in Kafka | vs ceiling | vs naive |",
+        "| target | payload | workers | req/s | events/s | p50 ms | p99 ms | errors "
+        "| peak RSS MB | events acked | records in Kafka | vs ceiling | vs naive |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for o in outcomes:
-        events = o.rps * (o.acknowledged_events / max(o.requests, 1) if o.requests else 0)
         in_kafka = "-" if o.records_in_kafka is None else f"{o.records_in_kafka:,}"
         lines.append(
-            f"| {o.target} | {o.payload} | {o.workers} | {o.rps:,.0f} | {events:,.0f} "
-            f"| {o.p50_ms:.2f} | {o.p99_ms:.2f} | {o.errors} | {o.peak_rss_mb:,.0f} "
-            f"| {o.acknowledged_events:,} | {in_kafka} "
+            f"| {o.target} | {o.payload} | {o.workers} | {o.rps:,.0f} "
+            f"| {o.rps * o.events_per_request:,.0f} | {o.p50_ms:.2f} | {o.p99_ms:.2f} "
+            f"| {o.errors} | {o.peak_rss_mb:,.0f} | {o.acknowledged_events:,} | {in_kafka} "
             f"| {o.rps / ceiling:.2f}x | {o.rps / naive:.1f}x |"
         )
     return "\n".join(lines)
 
 
+def soak_line(outcome: Outcome) -> str:
+    samples = outcome.rss_samples_mb
+    if len(samples) < 4:
+        return "soak: too short to tell"
+    quarter = len(samples) // 4
+    first, last = samples[:quarter], samples[-quarter:]
+    return (
+        f"soak: {outcome.requests:,} requests over the run at {outcome.rps:,.0f} req/s, "
+        f"{outcome.errors} errors; RSS first quarter avg {sum(first) / len(first):.0f} MB, "
+        f"last quarter avg {sum(last) / len(last):.0f} MB, peak {outcome.peak_rss_mb:.0f} MB"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=10, help="per measured run")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--soak", type=int, default=0, help="seconds of sustained load (0: none)")
+    parser.add_argument("--write", action="store_true", help="also write bench/RESULTS.md")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed (make bench installs it)", file=sys.stderr)
         return 2
-    payload = caliper_payload()
-    state = Path(tempfile.mkdtemp(prefix="bench-state-"))
+    caliper = payloads.caliper()
     broker_port = free_port()
     broker = start_broker(broker_port, quiet=True)
-    bootstrap = f"127.0.0.1:{broker_port}"
+    bench = Bench(
+        f"127.0.0.1:{broker_port}",
+        Path(tempfile.mkdtemp(prefix="bench-state-")),
+        args.seconds,
+        args.connections,
+    )
     outcomes: list[Outcome] = []
+    paced: Outcome | None = None
+    soak: Outcome | None = None
     try:
         plan = [
-            ("ceiling", 1),
-            ("naive", 1),
-            ("gateway", 1),
-            ("ceiling", args.workers),
-            ("gateway", args.workers),
+            ("ceiling", 1, caliper),
+            ("naive", 1, caliper),
+            ("gateway", 1, caliper),
+            ("gateway", 1, payloads.canvas()),
+            ("gateway", 1, payloads.pearson(60_000)),
+            ("ceiling", args.workers, caliper),
+            ("gateway", args.workers, caliper),
         ]
-        for target, workers in plan:
-            print(f"measuring {target} with {workers} worker(s)...", file=sys.stderr, flush=True)
-            outcomes.append(
-                measure(
-                    target,
-                    workers=workers,
-                    payload=payload,
-                    bootstrap=bootstrap,
-                    seconds=args.seconds,
-                    connections=args.connections,
-                    state=state,
-                )
+        for target, workers, payload in plan:
+            print(f"measuring {target}, {workers} worker(s), {payload.name}...", file=sys.stderr)
+            outcomes.append(bench.measure(target, workers, payload))
+        top = next(o for o in outcomes if o.target == "gateway" and o.workers == 1)
+        # Half the maximum rate, paced: each connection waits between its requests. A short
+        # probe tells how much of a connection's cycle the request itself takes.
+        target_rps = top.rps / 2
+        cycle_ms = args.connections * 1000 / target_rps
+        print(f"p99 at half rate ({target_rps:,.0f} req/s)...", file=sys.stderr)
+        probe = bench.measure("gateway", 1, caliper, delay_ms=cycle_ms, seconds=3)
+        spent_ms = args.connections * 1000 / probe.rps - cycle_ms
+        delay_ms = max(cycle_ms - spent_ms, 0.1)
+        paced = bench.measure("gateway", 1, caliper, delay_ms=delay_ms)
+        if args.soak:
+            print(f"soak for {args.soak}s at half rate...", file=sys.stderr)
+            soak = bench.measure(
+                "gateway", 1, caliper, delay_ms=delay_ms, seconds=args.soak, rss_every=5.0
             )
     finally:
         stop_broker(broker)
-    ceiling = next(o.rps for o in outcomes if o.target == "ceiling" and o.workers == 1)
-    naive = next(o.rps for o in outcomes if o.target == "naive")
-    machine = f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
-    print(f"\n{machine}; wrk -t2 -c{args.connections}, {args.seconds}s per run\n")
-    print(table(outcomes, ceiling, naive))
-    for o in outcomes:
-        if o.records_in_kafka is not None and o.records_in_kafka < o.acknowledged_events:
-            print(
-                f"LOST: {o.target} acknowledged {o.acknowledged_events} events, "
-                f"Kafka holds {o.records_in_kafka}",
-                file=sys.stderr,
-            )
-            return 1
-    return 0
+    machine = (
+        f"{os.cpu_count()} cores ({platform.machine()}), Python {platform.python_version()}; "
+        f"wrk -t{WRK_THREADS} -c{args.connections}, {args.seconds}s per run after a 2s warm-up; "
+        "broker, load generator and servers share the machine"
+    )
+    report = [machine, "", throughput_table(outcomes), ""]
+    report.append(
+        f"p99 at half the gateway's maximum rate: {paced.p99_ms:.1f} ms at {paced.rps:,.0f} "
+        f"req/s (p50 {paced.p50_ms:.1f} ms, {paced.errors} errors)"
+    )
+    one = next(o for o in outcomes if o.target == "gateway" and o.workers == 1)
+    many = next(o for o in outcomes if o.target == "gateway" and o.workers == args.workers)
+    report.append(
+        f"scaling: {args.workers} workers give {many.rps / one.rps:.2f}x one worker's req/s"
+    )
+    if soak is not None:
+        report.append(soak_line(soak))
+    text = "\n".join(report)
+    print("\n" + text)
+    if args.write:
+        before = RESULTS.read_text().split(MARK)[0] if RESULTS.exists() else ""
+        RESULTS.write_text(f"{before}{MARK}\n\n## Latest `make bench`\n\n{text}\n")
+    lost = [o for o in [*outcomes, paced, soak] if o is not None and o.lost]
+    for o in lost:
+        print(
+            f"LOST: {o.target} {o.payload}: acknowledged {o.acknowledged_events} events, "
+            f"Kafka holds {o.records_in_kafka}",
+            file=sys.stderr,
+        )
+    return 1 if lost else 0
 
 
 if __name__ == "__main__":
