@@ -1,4 +1,6 @@
-"""The `gateway` command: `broker`, `serve` and `dev` (the fixed interface of docs/DESIGN.md)."""
+"""The `gateway` command: `broker`, `serve` and `dev` (the fixed interface of docs/DESIGN.md);
+`replay`, `spool` and `inspera export` for operators; `tail`, `schema` and `validate` for
+consumers and the vendors integrating with the gateway (gateway/tools/)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import uvicorn
 
-from gateway import __version__
+from gateway import __version__, tools
 from gateway.broker import broker_command, start_broker, stop_broker
 from gateway.canonical import parse_time
 from gateway.errors import ConfigError, NormalizeError
@@ -55,10 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", default=None, help="default: server.host of the config")
     serve.add_argument("--port", type=int, default=None, help="default: server.port of the config")
     serve.add_argument("--workers", type=int, default=None, help="default: server.workers")
+    _log_format_option(serve)
 
     dev = commands.add_parser("dev", help=f"run broker + gateway with {DEV_CONFIG}")
     dev.add_argument("--port", type=int, default=8080)
     dev.add_argument("--kafka-port", type=int, default=9092)
+    _log_format_option(dev)
 
     inspera = commands.add_parser("inspera", help="Inspera's export API")
     inspera_commands = inspera.add_subparsers(dest="inspera_command", required=True)
@@ -79,7 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     spool = commands.add_parser("spool", help="show the local spool (and drain it)")
     spool.add_argument("--drain", action="store_true", help="forward unheld spool files to Kafka")
 
+    tools.add_commands(commands)
+
     args = parser.parse_args(argv)
+    if getattr(args, "log_format", None):
+        # Before the settings are loaded, and inherited by uvicorn's worker processes.
+        os.environ["GATEWAY_LOGGING_FORMAT"] = args.log_format
     commands_run: dict[str, Callable[[argparse.Namespace], int]] = {
         "broker": lambda a: _broker(a.port),
         "serve": lambda a: _serve(a.host, a.port, a.workers),
@@ -87,6 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "replay": lambda a: _replay(a.vendor, a.reason, a.since, a.until, a.dry_run),
         "spool": lambda a: _spool(a.drain),
         "inspera": _inspera,
+        "tail": tools.tail,
+        "schema": tools.schema,
+        "validate": tools.validate,
     }
     try:
         return commands_run[args.command](args)
@@ -95,6 +107,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _log_format_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--log-format",
+        choices=("json", "console"),
+        default=None,
+        help="json (one object per line) or console (lines for humans); default: logging.format",
+    )
 
 
 def _inspera(args: argparse.Namespace) -> int:
