@@ -5,12 +5,13 @@ and errors back; `create_app` builds everything, nothing is built at import time
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 import structlog
@@ -27,8 +28,12 @@ from gateway.observability import InFlight, Metrics, configure_logging
 from gateway.pipeline import Pipeline, RequestStats
 from gateway.publisher import Publisher
 from gateway.settings import Settings, load_settings
+from gateway.tracing import NO_TRACER, Span, Tracer, build_tracer
 from gateway.vendors import registry
 from gateway.vendors.base import Component, ExtraRoute, Inbound, Reply, Vendor, problem_reply
+
+if TYPE_CHECKING:  # tracing is an optional extra: never imported unless it is enabled
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 RETRY_AFTER_SECONDS: Final = "5"
 _REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -38,16 +43,21 @@ log = structlog.get_logger("gateway")
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    """Build the gateway for `settings` (default: read from the environment, see settings.py)."""
+def create_app(
+    settings: Settings | None = None, *, span_exporter: SpanExporter | None = None
+) -> Starlette:
+    """Build the gateway for `settings` (default: read from the environment, see settings.py).
+    `span_exporter` replaces the OTLP exporter when tracing is enabled (tests)."""
     settings = settings or load_settings()
     configure_logging(settings.logging)
+    tracer = build_tracer(settings.tracing, span_exporter)
     vendors = registry()
-    publisher = Publisher(settings.kafka, settings.server, settings.spool)
+    publisher = Publisher(settings.kafka, settings.server, settings.spool, tracer=tracer)
     pipeline = Pipeline.for_settings(settings, publisher)
     pipeline.prepare(list(vendors.values()))
-    metrics = Metrics(publisher)
     in_flight = InFlight(settings.server.max_in_flight)
+    metrics = Metrics(publisher, in_flight)
+    publisher.on_published = metrics.observe_publish
     components = build_components(ComponentContext(settings, pipeline))
     for component in components:
         pipeline.on_accepted(component.vendor, component.accepted)
@@ -70,6 +80,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             for component in reversed(components):
                 await component.stop()
             await publisher.stop()
+            await asyncio.to_thread(tracer.shutdown)  # exports the spans still buffered
             log.info("stopped")
 
     routes = [
@@ -82,7 +93,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes.append(
             Route(
                 vendor.path,
-                _ingest(vendor, pipeline, settings, metrics, in_flight),
+                _ingest(vendor, pipeline, settings, metrics, in_flight, tracer=tracer),
                 methods=["POST"],
             )
         )
@@ -105,11 +116,23 @@ def create_app_from_env() -> Starlette:
 
 
 def _ingest(
-    vendor: Vendor, pipeline: Pipeline, settings: Settings, metrics: Metrics, in_flight: InFlight
+    vendor: Vendor,
+    pipeline: Pipeline,
+    settings: Settings,
+    metrics: Metrics,
+    in_flight: InFlight,
+    *,
+    tracer: Tracer,
 ) -> Endpoint:
     limit = settings.server.max_body_bytes
+    traced = tracer is not NO_TRACER
+    vendor_attribute = {"gateway.vendor": vendor.name}
 
     async def endpoint(request: Request) -> Response:
+        with tracer.request_span(vendor.path, request.headers, **vendor_attribute) as span:
+            return await handle(request, span)
+
+    async def handle(request: Request, span: Span) -> Response:
         started = time.perf_counter()
         request_id = _request_id(request)
         stats = RequestStats()
@@ -126,9 +149,9 @@ def _ingest(
             error_code = "internal_error"
             reply = problem_reply(GatewayError("the gateway failed to take this request"))
         elapsed = time.perf_counter() - started
-        metrics.requests.labels(vendor.name, str(reply.status)).inc()
-        metrics.latency.labels(vendor.name).observe(elapsed)
         tenant = stats.tenant or "unknown"
+        metrics.requests.labels(tenant, vendor.name, str(reply.status)).inc()
+        metrics.latency.labels(vendor.name).observe(elapsed)
         for outcome, count in (
             ("published", stats.accepted),
             ("deadlettered", stats.deadlettered),
@@ -152,9 +175,29 @@ def _ingest(
             spooled=stats.spooled,
             latency_ms=round(elapsed * 1000, 3),
         )
+        if traced:
+            _annotate(span, request_id, reply.status, error_code, stats)
         return _response(reply, request_id)
 
     return endpoint
+
+
+def _annotate(
+    span: Span, request_id: str, status: int, error_code: str | None, stats: RequestStats
+) -> None:
+    """What a request came to, on its span: counts and codes, never content."""
+    span.set("http.response.status_code", status)
+    span.set("gateway.request_id", request_id)
+    if stats.tenant:
+        span.set("gateway.tenant", stats.tenant)
+    span.set("gateway.events.accepted", stats.accepted)
+    span.set("gateway.events.deadlettered", stats.deadlettered)
+    span.set("gateway.events.duplicates", stats.duplicates)
+    span.set("gateway.events.spooled", stats.spooled)
+    if error_code:
+        span.set("error.type", error_code)
+    if status >= 500:  # OpenTelemetry's HTTP conventions: only server errors fail a server span
+        span.fail(error_code or str(status))
 
 
 def _describe(vendor: Vendor, pipeline: Pipeline, settings: Settings) -> Endpoint:

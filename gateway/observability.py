@@ -1,7 +1,9 @@
 """Structured logs (structlog, JSON rendered with orjson) and Prometheus metrics.
 
 One log line per request, with request context bound through contextvars. Nothing here logs a
-body, a credential, a signature or a URL's query string.
+body, a credential, a signature or a URL's query string. Metric names and labels are an interface
+(dashboards and alerts use them): every one is documented in docs/operations.md. Label values
+are bounded: `tenant` only ever comes from the configuration (or is "unknown").
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Final
 
 import orjson
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -54,18 +56,18 @@ def configure_logging(settings: LogSettings) -> None:
 class Metrics:
     """The gateway's Prometheus metrics, in a registry of their own (one per app)."""
 
-    def __init__(self, publisher: Publisher) -> None:
+    def __init__(self, publisher: Publisher, in_flight: InFlight) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(SpoolCollector(publisher))
         self.requests = Counter(
             "gateway_requests",
-            "HTTP requests by vendor and status.",
-            ["vendor", "status"],
+            "HTTP ingest requests by tenant (unknown until authenticated), vendor and status.",
+            ["tenant", "vendor", "status"],
             registry=self.registry,
         )
         self.events = Counter(
             "gateway_events",
-            "Vendor events by outcome (published, deadlettered, duplicate).",
+            "Vendor events by outcome (published, deadlettered, duplicate, spooled).",
             ["tenant", "vendor", "outcome"],
             registry=self.registry,
         )
@@ -76,6 +78,23 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.publish_duration = Histogram(
+            "gateway_publish_duration_seconds",
+            "From publish call to Kafka's acks (acknowledged) or the spool's sync (spooled).",
+            ["outcome"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        in_flight_gauge = Gauge(
+            "gateway_in_flight",
+            "Ingest requests being worked on now (limit: server.max_in_flight).",
+            registry=self.registry,
+        )
+        in_flight_gauge.set_function(lambda: in_flight.current)
+
+    def observe_publish(self, outcome: str, seconds: float) -> None:
+        """Record one publish (`Publisher.on_published`)."""
+        self.publish_duration.labels(outcome).observe(seconds)
 
 
 class InFlight:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -23,10 +23,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner
 
-from gateway.errors import BrokerUnavailable
+from gateway.errors import BrokerUnavailable, GatewayError
 from gateway.records import OutRecord
 from gateway.settings import KafkaSettings, ServerSettings, SpoolSettings
 from gateway.spool import Spool
+from gateway.tracing import NO_TRACER, PUBLISH_SPAN, AttributeValue, Tracer
 
 __all__ = ["OutRecord", "Publisher"]
 
@@ -73,8 +74,13 @@ class Publisher:
         kafka: KafkaSettings,
         server: ServerSettings,
         spool: SpoolSettings | None = None,
+        *,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         self._kafka = kafka
+        self.tracer = tracer
+        # Told (outcome "acknowledged" or "spooled", seconds) after each publish: for metrics.
+        self.on_published: Callable[[str, float], None] | None = None
         self._spool_settings = spool or SpoolSettings(enabled=False)
         # A dead letter can carry a whole request body, so a record may be as large as a body.
         self.max_record_bytes = max(kafka.max_batch_bytes, server.max_body_bytes + _RECORD_OVERHEAD)
@@ -88,6 +94,9 @@ class Publisher:
         self.spooled_total = 0
         self.forwarded_total = 0
         self.broker_errors_total = 0
+        # Transitions only, so that an outage logs one broker_lost / spool_engaged, not one a send.
+        self._broker_up = False
+        self._spooling = False
 
     @property
     def connected(self) -> bool:
@@ -99,6 +108,7 @@ class Publisher:
         if self.spool is not None:
             await self.spool.open()
             if self.spool.depth:
+                self._spooling = True
                 log.info("spool_engaged", depth=self.spool.depth, reason="left from last run")
         try:
             await self._connect(connect_timeout)
@@ -136,6 +146,24 @@ class Publisher:
         """
         if not records:
             return False
+        started = time.perf_counter()
+        attributes: dict[str, AttributeValue] = {
+            "messaging.system": "kafka",
+            "gateway.records": len(records),
+        }
+        with self.tracer.span(PUBLISH_SPAN, **attributes) as span:
+            try:
+                spooled = await self._publish(records)
+            except GatewayError as error:
+                span.fail(error.code)
+                raise
+            outcome = "spooled" if spooled else "acknowledged"
+            span.set("gateway.outcome", outcome)
+        if self.on_published is not None:
+            self.on_published(outcome, time.perf_counter() - started)
+        return spooled
+
+    async def _publish(self, records: Sequence[OutRecord]) -> bool:
         spool = self.spool
         if spool is None:
             await self._send(records, self._kafka.publish_timeout_seconds)
@@ -144,13 +172,18 @@ class Publisher:
             try:
                 await self._send(records, self._spool_settings.ack_deadline_seconds)
             except BrokerUnavailable as error:
-                log.warning("spool_engaged", reason=error.message)
+                reason = error.message
             else:
                 return False
+        else:
+            reason = "records wait behind the spool" if spool.depth else "not connected to Kafka"
         await spool.append(list(records))
         self._drained.clear()
         self.spooled_total += len(records)
         self._wake.set()
+        if not self._spooling:
+            self._spooling = True
+            log.warning("spool_engaged", depth=spool.depth, reason=reason)
         return True
 
     async def drained(self) -> None:
@@ -187,7 +220,18 @@ class Publisher:
                 await asyncio.gather(*acks)
         except (TimeoutError, KafkaError) as exc:
             self.broker_errors_total += 1
+            if self._broker_up:
+                self._broker_up = False
+                log.warning(
+                    "broker_lost",
+                    kafka=self._kafka.bootstrap_servers,
+                    at="send",
+                    error=type(exc).__name__,
+                )
             raise BrokerUnavailable(f"Kafka did not acknowledge the records: {exc!r}") from exc
+        if not self._broker_up:
+            self._broker_up = True
+            log.info("broker_connected", kafka=self._kafka.bootstrap_servers, at="send")
 
     async def _forward(self) -> None:
         """Drain the spool to Kafka, oldest first, backing off while Kafka is unavailable."""
@@ -219,6 +263,7 @@ class Publisher:
             await spool.remove(batch)
             self.forwarded_total += len(batch)
             if not spool.depth:
+                self._spooling = False
                 log.info("spool_drained", forwarded=self.forwarded_total)
 
     async def _connect(self, connect_timeout: float) -> None:
@@ -252,7 +297,8 @@ class Publisher:
                 await producer.stop()
                 raise
         self._producer = producer
-        log.info("broker_connected", kafka=kafka.bootstrap_servers)
+        self._broker_up = True
+        log.info("broker_connected", kafka=kafka.bootstrap_servers, at="connect")
         self._wake.set()
 
     async def _connect_forever(self) -> None:

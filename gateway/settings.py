@@ -89,6 +89,18 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class TracingSettings:
+    """OpenTelemetry tracing (needs the `tracing` extra); off by default."""
+
+    enabled: bool = False
+    # OTLP/HTTP traces URL, e.g. http://collector:4318/v1/traces. "" = the exporter's own default
+    # (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else http://localhost:4318/v1/traces); its headers
+    # (credentials) come from OTEL_EXPORTER_OTLP_HEADERS, never from this file.
+    endpoint: str = ""
+    service_name: str = "assessment-gateway"
+
+
+@dataclass(frozen=True)
 class CanonicalSettings:
     """What goes into canonical records beyond the vendor-neutral fields."""
 
@@ -199,6 +211,7 @@ class Settings:
     dedupe: DedupeSettings = field(default_factory=DedupeSettings)
     spool: SpoolSettings = field(default_factory=SpoolSettings)
     logging: LogSettings = field(default_factory=LogSettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
     canonical: CanonicalSettings = field(default_factory=CanonicalSettings)
     pearson: PearsonSettings = field(default_factory=PearsonSettings)
     canvas: CanvasSettings = field(default_factory=CanvasSettings)
@@ -212,6 +225,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "dedupe": DedupeSettings,
     "spool": SpoolSettings,
     "logging": LogSettings,
+    "tracing": TracingSettings,
     "canonical": CanonicalSettings,
     "pearson": PearsonSettings,
     "canvas": CanvasSettings,

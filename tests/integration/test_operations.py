@@ -31,8 +31,8 @@ async def test_metrics_count_requests_and_events(client: httpx.AsyncClient) -> N
     )
     await client.post("/v1/caliper", content=b"{}", headers={"Authorization": "nope"})
     text = (await client.get("/metrics")).text
-    assert 'gateway_requests_total{status="200",vendor="caliper"}' in text
-    assert 'gateway_requests_total{status="401",vendor="caliper"}' in text
+    assert 'gateway_requests_total{status="200",tenant="demo",vendor="caliper"}' in text
+    assert 'gateway_requests_total{status="401",tenant="unknown",vendor="caliper"}' in text
     assert 'gateway_events_total{outcome="published",tenant="demo",vendor="caliper"}' in text
     assert 'gateway_events_total{outcome="deadlettered",tenant="demo",vendor="caliper"}' in text
     assert "gateway_request_duration_seconds_bucket" in text
