@@ -1,7 +1,7 @@
 """`gateway replay`: publish dead letters again once what rejected them is fixed.
 
-Reads the dead-letter topic from its beginning up to its end at start (a snapshot: letters that
-arrive meanwhile wait for the next replay), keeps the letters that match the filters, rebuilds
+Reads the dead-letter topic from its beginning up to its end at start (letters that arrive
+meanwhile may wait for the next replay), keeps the letters that match the filters, rebuilds
 each one's items (the event with the schema, identity and facts it was split with, or the whole
 body of a request that could not be split) and runs them through the same validate, normalize,
 dedupe and publish steps as a live request, under the letter's tenant. Letters that still fail
@@ -113,11 +113,14 @@ async def read_dead_letters(settings: Settings) -> list[dict[str, Any]]:
         while remaining:
             batch = await consumer.getmany(*remaining, timeout_ms=1000)
             for tp, messages in batch.items():
-                for message in messages:
-                    if message.offset < end[tp]:
-                        letters.append(orjson.loads(message.value))
-                    if message.offset >= end[tp] - 1:
-                        remaining.discard(tp)
+                letters.extend(orjson.loads(message.value) for message in messages)
+                if messages and messages[-1].offset >= end[tp] - 1:
+                    remaining.discard(tp)
+        # Past the end offsets, whatever one more short poll returns is read too: some brokers
+        # (the embedded dev broker) report the end of a partition one batch short.
+        while batch := await consumer.getmany(*partitions, timeout_ms=300):
+            for messages in batch.values():
+                letters.extend(orjson.loads(message.value) for message in messages)
         return letters
     finally:
         await stop_consumer(consumer)

@@ -134,7 +134,16 @@ class Spool:
 
     def _open(self) -> None:
         self._directory.mkdir(parents=True, exist_ok=True)
-        for index in range(_MAX_SLOTS):
+        # The slots that exist, and one more: a new slot is made only when all are held.
+        existing = {
+            int(number)
+            for path in self._directory.glob("spool-*.lock")
+            if (number := path.stem.removeprefix("spool-")).isdigit()
+        }
+        fresh = next(i for i in range(_MAX_SLOTS + 1) if i not in existing)
+        for index in sorted(existing | {fresh}):
+            if index >= _MAX_SLOTS:
+                break
             slot = _try_lock(self._directory, index)
             if slot is None:
                 continue
