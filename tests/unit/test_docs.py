@@ -12,9 +12,7 @@ from gateway.settings import _SECTIONS
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 
-SETTINGS = [
-    (section, field.name) for section, cls in _SECTIONS.items() for field in fields(cls)
-]
+SETTINGS = [(section, field.name) for section, cls in _SECTIONS.items() for field in fields(cls)]
 
 
 @pytest.mark.parametrize(("section", "name"), SETTINGS, ids=[f"{s}.{n}" for s, n in SETTINGS])
