@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any, Final
 
@@ -22,6 +23,7 @@ SCHEMA_DIR: Final = Path(__file__).resolve().parent.parent / "schemas"
 DRAFT: Final = "https://json-schema.org/draft/2020-12/schema"
 # A dead letter lists at most this many schema errors: enough to fix the sender, bounded in size.
 MAX_ERRORS: Final = 20
+_MAX_COLLECTED: Final = 200  # errors looked at to choose those reported
 
 
 def load_documents(root: Path = SCHEMA_DIR) -> dict[str, dict[str, Any]]:
@@ -46,12 +48,13 @@ class CompiledSchema:
         """The schema errors of `instance` as JSON pointers; empty when it is valid."""
         if self.validator.is_valid(instance):
             return ()
-        found: list[FieldError] = []
-        for error in self.validator.iter_errors(instance):
-            found.append(FieldError(path=json_pointer(error.instance_path), message=error.message))
-            if len(found) >= MAX_ERRORS:
-                break
-        return tuple(found)
+        found = {
+            FieldError(path=json_pointer(error.instance_path), message=error.message)
+            for error in islice(self.validator.iter_errors(instance), _MAX_COLLECTED)
+        }
+        # The validator's error order varies between runs: sorted, a dead letter says the same
+        # thing every time (and its first error, quoted in the message, is the same one).
+        return tuple(sorted(found, key=lambda e: (e.path, e.message))[:MAX_ERRORS])
 
 
 def json_pointer(parts: Iterable[str | int]) -> str:

@@ -8,7 +8,6 @@ intended change, regenerate with `UPDATE_GOLDEN=1 make test` and review the diff
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from gateway.schemas import SchemaSet
 from gateway.vendors.base import Inbound
 from gateway.vendors.caliper import VENDOR
 from tests.caliper_fixtures import CALIPER, as_envelope, edge_fixtures, positive_fixtures
+from tests.golden import check_golden
 
 GOLDEN = CALIPER / "golden"
 SCHEMAS = SchemaSet()
@@ -61,11 +61,5 @@ def golden_path(path: Path) -> Path:
 def test_payload_in_canonical_records_out(path: Path) -> None:
     actual = outcome(path)
     golden = golden_path(path)
-    if os.environ.get("UPDATE_GOLDEN"):
-        golden.parent.mkdir(parents=True, exist_ok=True)
-        golden.write_bytes(orjson.dumps(actual, option=orjson.OPT_INDENT_2) + b"\n")
-    assert golden.is_file(), f"no golden file {golden}: run UPDATE_GOLDEN=1 and review it"
-    assert actual == orjson.loads(golden.read_bytes())
-    for record in actual["canonical"]:
-        assert not CANONICAL.errors(record), (record["id"], CANONICAL.errors(record))
+    check_golden(actual, golden)
     assert not actual["deadletters"], "every item of these fixtures is valid"

@@ -9,7 +9,6 @@ After an intended change, regenerate with `UPDATE_GOLDEN=1` and review the diff.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from gateway.pipeline import normalize_items, split_request
 from gateway.schemas import SchemaSet
 from gateway.vendors.base import Inbound
 from gateway.vendors.canvas import VENDOR
+from tests.golden import check_golden
 
 CANVAS = Path(__file__).resolve().parents[1] / "fixtures" / "canvas"
 REQUESTS = CANVAS / "requests"
@@ -65,13 +65,7 @@ def outcome(path: Path) -> dict[str, Any]:
 def test_request_in_canonical_records_out(path: Path) -> None:
     actual = outcome(path)
     golden = GOLDEN / path.name
-    if os.environ.get("UPDATE_GOLDEN"):
-        golden.parent.mkdir(parents=True, exist_ok=True)
-        golden.write_bytes(orjson.dumps(actual, option=orjson.OPT_INDENT_2) + b"\n")
-    assert golden.is_file(), f"no golden file {golden}: run UPDATE_GOLDEN=1 and review it"
-    assert actual == orjson.loads(golden.read_bytes())
-    for record in actual["canonical"]:
-        assert not CANONICAL.errors(record), (record["id"], CANONICAL.errors(record))
+    check_golden(actual, golden)
     expected = orjson.loads(path.read_bytes()).get("deadletters", [])
     assert [d["where"] for d in actual["deadletters"]] == expected
 

@@ -10,7 +10,6 @@ regenerate with `UPDATE_GOLDEN=1` and review the diff.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +24,7 @@ from gateway.schemas import SchemaSet
 from gateway.settings import InsperaSettings
 from gateway.vendors.base import Inbound, Item
 from gateway.vendors.inspera import VENDOR, ExportParser, download_url, export_items
+from tests.golden import check_golden
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "inspera"
 GOLDEN = FIXTURES / "golden"
@@ -70,16 +70,6 @@ def outcome(items: list[Item], normalized: Normalized) -> dict[str, Any]:
             for item, r in normalized.rejected
         ],
     }
-
-
-def check_golden(actual: dict[str, Any], golden: Path) -> None:
-    if os.environ.get("UPDATE_GOLDEN"):
-        golden.parent.mkdir(parents=True, exist_ok=True)
-        golden.write_bytes(orjson.dumps(actual, option=orjson.OPT_INDENT_2) + b"\n")
-    assert golden.is_file(), f"no golden file {golden}: run UPDATE_GOLDEN=1 and review it"
-    assert actual == orjson.loads(golden.read_bytes())
-    for record in actual["canonical"]:
-        assert not CANONICAL.errors(record), (record["id"], CANONICAL.errors(record))
 
 
 WEBHOOKS = sorted((FIXTURES / "webhooks").glob("*.json"))
