@@ -27,6 +27,7 @@ from gateway.errors import (
     UnsupportedMediaType,
     UnsupportedVersion,
 )
+from gateway.limits import UnsafePayload, check_form
 from gateway.pipeline import normalize_items, split_request
 from gateway.schemas import SchemaSet
 from gateway.vendors import registry
@@ -54,9 +55,11 @@ def validate_command(
     schemas = SchemaSet()
     out, report = sys.stdout, sys.stderr
     try:
+        check_form(inbound.media_type, inbound.body)  # as the app does, before parsing
         items = split_request(vendor, inbound, schemas)
-    except _BODY_ERRORS as error:
-        if vendor.accept_malformed:
+    except (*_BODY_ERRORS, UnsafePayload) as error:
+        # Over a safety limit, a body is refused even by vendors that are told success otherwise.
+        if vendor.accept_malformed and not isinstance(error, UnsafePayload):
             # Such a vendor redelivers anything but success: the gateway keeps the body instead.
             rejection = Rejection(error.code, error.message, error.errors)
             _report_rejection(report, "the body", rejection)

@@ -24,6 +24,7 @@ from gateway.canonical import (
     normalize_time,
 )
 from gateway.errors import MalformedPayload, UnsupportedMediaType, UnsupportedVersion
+from gateway.limits import loads_json
 from gateway.settings import Settings
 from gateway.vendors.base import Inbound, Item, Reply, Vendor
 
@@ -96,7 +97,7 @@ def decode(inbound: Inbound) -> dict[str, Any]:
             f"Caliper envelopes are application/json, not {media or 'none'!r}"
         )
     try:
-        body = orjson.loads(inbound.body)
+        body = loads_json(inbound.body)
     except orjson.JSONDecodeError as exc:
         raise MalformedPayload(f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):

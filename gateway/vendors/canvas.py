@@ -36,6 +36,7 @@ from gateway.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from gateway.limits import MAX_FORM_FIELDS, UnsafePayload, loads_json
 from gateway.vendors.base import Inbound, Item, Reply, Vendor, redact_form_fields
 
 NAME: Final = "canvas"
@@ -89,10 +90,16 @@ def parse_rack_form(body: bytes, depth_limit: int = RACK_DEPTH_LIMIT) -> dict[st
     """
     try:
         pairs = parse_qsl(
-            body.decode("utf-8"), keep_blank_values=True, strict_parsing=False, errors="strict"
+            body.decode("utf-8"),
+            keep_blank_values=True,
+            strict_parsing=False,
+            errors="strict",
+            max_num_fields=MAX_FORM_FIELDS,
         )
     except UnicodeDecodeError:
         raise MalformedPayload("the form body is not UTF-8") from None
+    except ValueError:  # parse_qsl's "Max number of fields exceeded"
+        raise UnsafePayload(f"the form has more than {MAX_FORM_FIELDS} fields") from None
     params: dict[str, Any] = {}
     for name, value in pairs:
         _rack_normalize(params, name, value, depth_limit)
@@ -185,7 +192,7 @@ def _json_object(body: bytes) -> dict[str, Any]:
     if not body.strip():
         return {}
     try:
-        parsed = orjson.loads(body)
+        parsed = loads_json(body)
     except orjson.JSONDecodeError as exc:
         raise MalformedPayload(f"the body is not valid JSON: {exc}") from None
     if not isinstance(parsed, dict):

@@ -30,6 +30,7 @@ from gateway.canonical import (
     normalize_time,
 )
 from gateway.errors import MalformedPayload, UnsupportedMediaType
+from gateway.limits import loads_json
 from gateway.vendors.base import Inbound, Item, Reply, Vendor, redact_url_queries
 
 NAME: Final = "inspera"
@@ -76,7 +77,7 @@ def decode(inbound: Inbound) -> Any:
     ):
         raise UnsupportedMediaType(f"Inspera webhooks are application/json, not {media!r}")
     try:
-        body = orjson.loads(inbound.body)
+        body = loads_json(inbound.body)
     except orjson.JSONDecodeError as exc:
         raise MalformedPayload(f"the body is not valid JSON: {exc}") from None
     if body is not None and not isinstance(body, dict):

@@ -19,6 +19,7 @@ import orjson
 from gateway.auth import FORM, Scheme, form_fields
 from gateway.canonical import CanonicalEvent, EventType, NormalizeContext, compact, normalize_time
 from gateway.errors import NormalizeError, UnsupportedMediaType
+from gateway.limits import UnsafePayload, loads_json
 from gateway.vendors.base import Inbound, Item, Reply, Vendor, redact_form_fields
 
 NAME: Final = "pearson"
@@ -78,8 +79,8 @@ def _payload(text: str, content_type: str) -> Any:
     if media and media != "application/json" and not media.endswith("+json"):
         return text
     try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
+        return loads_json(text)
+    except (orjson.JSONDecodeError, UnsafePayload):
         return text
 
 

@@ -116,6 +116,20 @@ def test_a_body_that_is_not_json_would_be_refused_with_400(tmp_path: Path) -> No
     assert "would be refused: HTTP 400 malformed_payload" in result.stderr
 
 
+@pytest.mark.parametrize("vendor", ["caliper", "pearson"])
+def test_a_body_over_a_safety_limit_would_be_refused_even_where_success_is_owed(
+    vendor: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "duplicate-keys.json"
+    path.write_text('{"sensor": "a", "sensor": "b"}')
+    media = "application/json" if vendor == "caliper" else "application/x-www-form-urlencoded"
+    body = path.read_text() if vendor == "caliper" else "a=1" + "&a=1" * 10_001
+    path.write_text(body)
+    result = validate(str(path), "--vendor", vendor, "--content-type", media)
+    assert result.returncode == 1
+    assert "would be refused: HTTP 400 unsafe_payload" in result.stderr
+
+
 def test_a_content_type_the_vendor_does_not_take_would_be_refused_with_415() -> None:
     source = FIXTURES / "caliper/ims/v1p2/caliperEnvelopeEventBatch.json"
     result = validate(str(source), "--vendor", "caliper", "--content-type", "text/plain")
