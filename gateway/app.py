@@ -17,16 +17,18 @@ import orjson
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import __version__
 from gateway.components import ComponentContext, build_components
-from gateway.errors import GatewayError, MalformedPayload, PayloadTooLarge
+from gateway.errors import GatewayError, MalformedPayload, PayloadTooLarge, Unauthorized
+from gateway.limits import check_encoding, check_form
 from gateway.observability import InFlight, Metrics, configure_logging
 from gateway.pipeline import Pipeline, RequestStats
 from gateway.publisher import Publisher
+from gateway.ratelimit import RateLimited, RateLimiter
 from gateway.settings import Settings, load_settings
 from gateway.tracing import NO_TRACER, Span, Tracer, build_tracer
 from gateway.vendors import registry
@@ -58,6 +60,7 @@ def create_app(
     in_flight = InFlight(settings.server.max_in_flight)
     metrics = Metrics(publisher, in_flight)
     publisher.on_published = metrics.observe_publish
+    guard = _Guard(metrics, RateLimiter(settings.rate_limit))
     components = build_components(ComponentContext(settings, pipeline))
     for component in components:
         pipeline.on_accepted(component.vendor, component.accepted)
@@ -93,18 +96,18 @@ def create_app(
         routes.append(
             Route(
                 vendor.path,
-                _ingest(vendor, pipeline, settings, metrics, in_flight, tracer=tracer),
+                _ingest(vendor, pipeline, settings, metrics, in_flight, tracer=tracer, guard=guard),
                 methods=["POST"],
             )
         )
         if vendor.describe is not None:
             routes.append(
-                Route(vendor.path, _describe(vendor, pipeline, settings), methods=["GET"])
+                Route(vendor.path, _describe(vendor, pipeline, settings, guard), methods=["GET"])
             )
     for component in components:
         for extra in component.routes():
             endpoint = _extra(
-                vendors[extra.vendor], extra, pipeline, settings.server.max_body_bytes
+                vendors[extra.vendor], extra, pipeline, settings.server.max_body_bytes, guard
             )
             routes.append(Route(extra.path, endpoint, methods=[extra.method]))
     return Starlette(routes=routes, lifespan=lifespan)
@@ -123,6 +126,7 @@ def _ingest(
     in_flight: InFlight,
     *,
     tracer: Tracer,
+    guard: _Guard,
 ) -> Endpoint:
     limit = settings.server.max_body_bytes
     traced = tracer is not NO_TRACER
@@ -138,11 +142,16 @@ def _ingest(
         stats = RequestStats()
         error_code = None
         try:
+            guard.admit(request)
             with in_flight:
                 inbound = _inbound(request, await _read_body(request, limit))
+                if guard.limiter.enabled:  # the tenant is known only once authenticated
+                    stats.tenant = pipeline.authenticate(vendor, inbound)
+                    guard.limiter.take(stats.tenant, vendor.name)
                 reply = await pipeline.ingest(vendor, inbound, request_id, stats)
         except GatewayError as error:
             error_code = error.code
+            guard.refused(vendor, request, request_id, error)
             reply = _error_reply(vendor, error)
         except Exception:
             log.exception("request_failed", request_id=request_id, vendor=vendor.name)
@@ -200,16 +209,18 @@ def _annotate(
         span.fail(error_code or str(status))
 
 
-def _describe(vendor: Vendor, pipeline: Pipeline, settings: Settings) -> Endpoint:
+def _describe(vendor: Vendor, pipeline: Pipeline, settings: Settings, guard: _Guard) -> Endpoint:
     assert vendor.describe is not None  # noqa: S101  # only routed for vendors that describe
     describe = vendor.describe
 
     async def endpoint(request: Request) -> Response:
         request_id = _request_id(request)
         try:
+            guard.admit(request)
             pipeline.authenticate(vendor, _inbound(request, b""))
             reply = describe(settings)
         except GatewayError as error:
+            guard.refused(vendor, request, request_id, error)
             reply = _error_reply(vendor, error)
         log.info(
             "request",
@@ -224,17 +235,21 @@ def _describe(vendor: Vendor, pipeline: Pipeline, settings: Settings) -> Endpoin
     return endpoint
 
 
-def _extra(vendor: Vendor, extra: ExtraRoute, pipeline: Pipeline, limit: int) -> Endpoint:
+def _extra(
+    vendor: Vendor, extra: ExtraRoute, pipeline: Pipeline, limit: int, guard: _Guard
+) -> Endpoint:
     async def endpoint(request: Request) -> Response:
         started = time.perf_counter()
         request_id = _request_id(request)
         tenant = None
         try:
+            guard.admit(request)
             body = await _read_body(request, limit)
             inbound = _inbound(request, body, base_url=str(request.base_url).rstrip("/"))
             tenant = pipeline.authenticate(vendor, inbound)
             reply = await extra.handler(inbound, tenant)
         except GatewayError as error:
+            guard.refused(vendor, request, request_id, error)
             reply = _error_reply(vendor, error)
         log.info(
             "request",
@@ -251,9 +266,48 @@ def _extra(vendor: Vendor, extra: ExtraRoute, pipeline: Pipeline, limit: int) ->
     return endpoint
 
 
+class _Guard:
+    """Around every vendor route: the client's failed-authentication limit, and what a refused
+    credential leaves behind (a counter and an `auth_failed` line, never the secret)."""
+
+    def __init__(self, metrics: Metrics, limiter: RateLimiter) -> None:
+        self.metrics = metrics
+        self.limiter = limiter
+
+    def admit(self, request: Request) -> None:
+        """Raise RateLimited when the client has failed authentication too often."""
+        self.limiter.check_client(_client(request))
+
+    def refused(
+        self, vendor: Vendor, request: Request, request_id: str, error: GatewayError
+    ) -> None:
+        """Account for a refused request: failed authentications are counted and logged."""
+        if not isinstance(error, Unauthorized):
+            return
+        client = _client(request)
+        self.limiter.failed(client)
+        self.metrics.auth_failures.labels(vendor.name).inc()
+        # `reason` is the gateway's own message: it never quotes what the sender presented.
+        log.warning(
+            "auth_failed",
+            request_id=request_id,
+            vendor=vendor.name,
+            reason=error.message,
+            client=client,
+        )
+
+
+def _client(request: Request) -> str:
+    # The TCP peer: X-Forwarded-For is whatever the sender wants it to be.
+    return request.client.host if request.client else "unknown"
+
+
 def _error_reply(vendor: Vendor, error: GatewayError) -> Reply:
     reply = vendor.render_error(error)
-    if error.retryable:
+    if isinstance(error, RateLimited):
+        headers = {**reply.headers, "retry-after": str(error.retry_after)}
+        reply = Reply(reply.status, reply.body, reply.media_type, headers)
+    elif error.retryable:
         reply = Reply(
             reply.status,
             reply.body,
@@ -277,9 +331,11 @@ def _inbound(request: Request, body: bytes, base_url: str = "") -> Inbound:
     """What vendors see of a request. `base_url` only where answers hold absolute links: it is
     not free to build on every ingest request."""
     content_type = request.headers.get("content-type", "")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    check_form(media_type, body)  # before anything (auth included) parses it
     return Inbound(
         method=request.method,
-        media_type=content_type.split(";", 1)[0].strip().lower(),
+        media_type=media_type,
         body=body,
         headers=request.headers,
         query=request.query_params,
@@ -289,20 +345,25 @@ def _inbound(request: Request, body: bytes, base_url: str = "") -> Inbound:
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it is known to exceed `limit` (declared or while streaming)."""
+    """The body, refused as soon as it is known to exceed `limit` (declared or while streaming),
+    or compressed (see gateway.limits)."""
+    check_encoding(request.headers.get("content-encoding"))
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise MalformedPayload(f"invalid Content-Length {declared!r}")
         if int(declared) > limit:
             raise PayloadTooLarge(f"the body is larger than the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the body is larger than the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"the body is larger than the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # fewer bytes than Content-Length said, then the client hung up
+        raise MalformedPayload("the connection closed before the whole body arrived") from None
     return b"".join(chunks)
 
 
@@ -360,7 +421,7 @@ def openapi_document(
                     str(vendor.success.status): {
                         "description": "accepted and acknowledged by Kafka"
                     },
-                    "400": {"description": "malformed payload"},
+                    "400": {"description": "malformed payload, or over a safety limit"},
                     "401": {"description": "missing or invalid credentials"},
                     "413": {"description": "body over the size limit"},
                     "415": {"description": "unsupported content type"},

@@ -3,10 +3,17 @@
 Every scheme works on the raw request (headers, query, raw body bytes) before the body is decoded.
 The tenant always comes from the credential, never from the payload. Secrets and signatures are
 compared in constant time; nothing here logs or returns a secret.
+
+A credential may hold several active secrets (a rotation: the old and the new one both work), and
+may use Standard Webhooks (https://www.standardwebhooks.com) instead of its vendor's own scheme:
+a request carrying `webhook-signature` is then verified against the vendor's Standard Webhooks
+credentials only, and any other request against its vendor-scheme credentials only.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping
@@ -18,8 +25,8 @@ from urllib.parse import parse_qs
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.cmac import CMAC
 
-from gateway.errors import Unauthorized
-from gateway.settings import PearsonSettings, Tenant
+from gateway.errors import ConfigError, Unauthorized
+from gateway.settings import Credential, PearsonSettings, Tenant
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -35,6 +42,11 @@ class Scheme(Enum):
     PEARSON_CMAC = "pearson-cmac"
     # Inspera: `X-Inspera-Signature`, hex HMAC-SHA1 of the raw body.
     INSPERA_HMAC_SHA1 = "inspera-hmac-sha1"
+    # Standard Webhooks: `v1,<base64 HMAC-SHA256 of id.timestamp.body>`; chosen per credential.
+    STANDARD_WEBHOOKS = "standard-webhooks"
+
+
+STANDARD_WEBHOOKS_HEADER = "webhook-signature"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +63,15 @@ def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("utf-8")).digest()
 
 
+@dataclass(frozen=True, slots=True)
+class _Webhook:
+    """A Standard Webhooks credential: its keys (decoded `whsec_` secrets) and tolerance."""
+
+    keys: tuple[bytes, ...]
+    tolerance_seconds: float
+    tenant: str
+
+
 class Authenticator:
     """Maps presented credentials to a tenant, per vendor."""
 
@@ -63,19 +84,34 @@ class Authenticator:
         # Looked up by the secret's digest, then compared in constant time: an O(1) lookup that
         # reveals nothing about a secret through timing.
         self._tokens: dict[tuple[str, bytes], tuple[str, str]] = {}
-        self._principals: dict[tuple[str, str], tuple[str, str]] = {}
+        self._principals: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {}
         self._secrets: dict[str, list[tuple[str, str]]] = {}
+        self._webhooks: dict[str, list[_Webhook]] = {}
         for tenant in tenants:
             for cred in tenant.credentials:
-                self._tokens[(cred.vendor, _digest(cred.secret))] = (cred.secret, tenant.name)
-                if cred.principal:
-                    self._principals[(cred.vendor, cred.principal)] = (cred.secret, tenant.name)
-                self._secrets.setdefault(cred.vendor, []).append((cred.secret, tenant.name))
+                self._add(tenant.name, cred)
         self._pearson = pearson or PearsonSettings()
         self._clock = clock
 
+    def _add(self, tenant: str, cred: Credential) -> None:
+        secrets = cred.active_secrets
+        if cred.scheme == Scheme.STANDARD_WEBHOOKS.value:
+            keys = tuple(_webhook_key(secret) for secret in secrets)
+            hook = _Webhook(keys, cred.tolerance_seconds, tenant)
+            self._webhooks.setdefault(cred.vendor, []).append(hook)
+            return
+        for secret in secrets:
+            self._tokens[(cred.vendor, _digest(secret))] = (secret, tenant)
+            self._secrets.setdefault(cred.vendor, []).append((secret, tenant))
+        if cred.principal:
+            self._principals[(cred.vendor, cred.principal)] = (secrets, tenant)
+
     def authenticate(self, vendor: str, scheme: Scheme, presented: Credentials) -> str:
         """The tenant owning the presented credential; raises Unauthorized otherwise."""
+        if scheme is Scheme.STANDARD_WEBHOOKS or (
+            vendor in self._webhooks and STANDARD_WEBHOOKS_HEADER in presented.headers
+        ):
+            return self._standard_webhooks(vendor, presented)
         if scheme is Scheme.BEARER_OR_RAW:
             return self._token(vendor, _bearer_or_raw(presented.headers.get("authorization", "")))
         if scheme is Scheme.BEARER_OR_ACCESS_TOKEN:
@@ -103,7 +139,7 @@ class Authenticator:
         found = self._principals.get((vendor, principal))
         if found is None:
             raise Unauthorized("unknown principal")
-        secret, tenant = found
+        secrets, tenant = found
         message = "".join(
             (
                 timestamp,
@@ -115,7 +151,12 @@ class Authenticator:
         )
         # Compared as bytes: compare_digest raises TypeError on non-ASCII str (a 500, not a 401).
         presented_mac = mac.strip().lower().encode("utf-8")
-        if not hmac.compare_digest(aes_cmac_hex(secret, message).encode(), presented_mac):
+        matched = False
+        # Every active secret is tried (no early exit): timing does not tell which one matched.
+        for secret in secrets:
+            expected = aes_cmac_hex(secret, message).encode()
+            matched = hmac.compare_digest(expected, presented_mac) | matched
+        if not matched:
             raise Unauthorized("invalid signature")
         self._check_freshness(timestamp)
         return tenant
@@ -147,6 +188,48 @@ class Authenticator:
         if tenant is None:
             raise Unauthorized("invalid signature")
         return tenant
+
+    def _standard_webhooks(self, vendor: str, presented: Credentials) -> str:
+        headers = presented.headers
+        webhook_id = headers.get("webhook-id", "")
+        timestamp = headers.get("webhook-timestamp", "").strip()
+        header = headers.get(STANDARD_WEBHOOKS_HEADER, "")
+        if not (webhook_id and timestamp and header):
+            raise Unauthorized("missing webhook-id, webhook-timestamp or webhook-signature")
+        # Bounded: int() of thousands of digits raises, and far-off times fail the window anyway.
+        if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
+            raise Unauthorized("webhook-timestamp is not a Unix timestamp")
+        # The signatures presented for version v1 (others, e.g. v1a asymmetric, are not ours).
+        presented_signatures = [
+            sig.encode("utf-8")
+            for version, _, sig in (part.partition(",") for part in header.split())
+            if version == "v1" and sig
+        ]
+        signed = f"{webhook_id}.{timestamp}.".encode() + presented.body
+        tenant = None
+        tolerance = 0.0
+        # Every key against every signature, no early exit: timing tells nothing of a match.
+        for hook in self._webhooks.get(vendor, []):
+            for key in hook.keys:
+                mac = hmac.new(key, signed, hashlib.sha256).digest()
+                expected = base64.b64encode(mac)
+                for signature in presented_signatures:
+                    if hmac.compare_digest(expected, signature) and tenant is None:
+                        tenant, tolerance = hook.tenant, hook.tolerance_seconds
+        if tenant is None:
+            raise Unauthorized("invalid signature")
+        # Checked after the signature: an unsigned timestamp says nothing worth answering about.
+        if abs(self._clock().timestamp() - int(timestamp)) > tolerance:
+            raise Unauthorized("webhook-timestamp is outside the accepted window")
+        return tenant
+
+
+def _webhook_key(secret: str) -> bytes:
+    """A Standard Webhooks signing key: the base64 after `whsec_` (checked at start-up)."""
+    try:
+        return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError("a standard-webhooks secret is not whsec_ and base64") from None
 
 
 def aes_cmac(key: bytes, message: bytes) -> bytes:

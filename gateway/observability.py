@@ -71,6 +71,12 @@ class Metrics:
             ["tenant", "vendor", "outcome"],
             registry=self.registry,
         )
+        self.auth_failures = Counter(
+            "gateway_auth_failures",
+            "Requests refused 401: missing, unknown or invalid credentials, by vendor.",
+            ["vendor"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "gateway_request_duration_seconds",
             "Time from request to answer.",

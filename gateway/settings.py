@@ -7,6 +7,8 @@ or a secret whose variable is unset fails start-up with a message naming the set
 
 from __future__ import annotations
 
+import base64
+import hmac
 import os
 import tomllib
 import types
@@ -183,6 +185,23 @@ class InsperaSettings:
 
 
 @dataclass(frozen=True)
+class RateLimitSettings:
+    """Token buckets per tenant and vendor, and per client IP for failed authentication."""
+
+    # Off by default: a gateway behind a load balancer usually has its limits there.
+    enabled: bool = False
+    # Requests per second each (tenant, vendor) may send on average, and how many at once.
+    rate_per_second: float = 100.0
+    burst: int = 200
+    # Failed authentications per second a client IP may make; past its burst, every request of
+    # that IP gets 429 until the bucket refills (slows credential guessing, spares the HMACs).
+    failed_auth_rate_per_second: float = 1.0
+    failed_auth_burst: int = 20
+    # Bound on the buckets remembered (least recently used forgotten first).
+    max_buckets: int = 100_000
+
+
+@dataclass(frozen=True)
 class Credential:
     """A secret that authenticates one vendor's requests for one tenant.
 
@@ -192,6 +211,42 @@ class Credential:
     vendor: str
     secret: str
     principal: str = ""
+    # Every active secret, `secret` first: while a secret is rotated, the old and the new one
+    # both authenticate (empty: `secret` alone).
+    secrets: tuple[str, ...] = ()
+    # "" = the vendor's own scheme; "standard-webhooks" = Standard Webhooks signatures
+    # (`webhook-id`, `webhook-timestamp`, `webhook-signature`) with `whsec_` secrets.
+    scheme: str = ""
+    # Standard Webhooks only: how far `webhook-timestamp` may be from the gateway's clock.
+    tolerance_seconds: float = 300.0
+
+    @property
+    def active_secrets(self) -> tuple[str, ...]:
+        """Every secret that authenticates this credential now."""
+        return self.secrets or (self.secret,)
+
+
+PRIVACY_POLICIES: tuple[str, ...] = ("keep", "pseudonymize", "drop")
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    """The default PII policy of tenants that set none (gateway/privacy.py, docs/security.md)."""
+
+    # drop: the only policy that is safe without a key to keep secret (docs/security.md).
+    policy: str = "drop"
+    # The pseudonymization key: the name of a variable holding it, or a file holding it. Each
+    # tenant's key is derived from it (HMAC with the tenant's name), unless it has its own.
+    secret_env: str = ""
+    secret_file: str = ""
+
+
+@dataclass(frozen=True)
+class TenantPrivacy:
+    """A tenant's effective PII policy: `keep`, `pseudonymize` (with `key`) or `drop`."""
+
+    policy: str = "drop"
+    key: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True)
@@ -200,6 +255,7 @@ class Tenant:
 
     name: str
     credentials: tuple[Credential, ...] = ()
+    privacy: TenantPrivacy = field(default_factory=TenantPrivacy)
 
 
 @dataclass(frozen=True)
@@ -216,6 +272,8 @@ class Settings:
     pearson: PearsonSettings = field(default_factory=PearsonSettings)
     canvas: CanvasSettings = field(default_factory=CanvasSettings)
     inspera: InsperaSettings = field(default_factory=InsperaSettings)
+    rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
     tenants: tuple[Tenant, ...] = ()
 
 
@@ -230,11 +288,14 @@ _SECTIONS: dict[str, type[Any]] = {
     "pearson": PearsonSettings,
     "canvas": CanvasSettings,
     "inspera": InsperaSettings,
+    "rate_limit": RateLimitSettings,
+    "privacy": PrivacySettings,
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "kafka.compression": ("none", "gzip", "lz4", "zstd"),
     "logging.level": ("debug", "info", "warning", "error"),
     "logging.format": ("json", "console"),
+    "privacy.policy": PRIVACY_POLICIES,
 }
 _POSITIVE = {
     "server.port",
@@ -257,6 +318,11 @@ _POSITIVE = {
     "inspera.publish_batch",
     "inspera.poll_interval_seconds",
     "inspera.export_timeout_seconds",
+    "rate_limit.rate_per_second",
+    "rate_limit.burst",
+    "rate_limit.failed_auth_rate_per_second",
+    "rate_limit.failed_auth_burst",
+    "rate_limit.max_buckets",
 }
 
 T = TypeVar("T")
@@ -282,7 +348,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         name: _build(cls, _table(raw.get(name, {}), name), name, env)
         for name, cls in _SECTIONS.items()
     }
-    tenants = _tenants(raw.get("tenants", []), env)
+    tenants = _tenants(raw.get("tenants", []), env, sections["privacy"])
     return Settings(tenants=tenants, **sections)
 
 
@@ -360,7 +426,9 @@ def _check_value(key: str, value: Any) -> None:
         raise ConfigError(f"{key} must not be empty")
 
 
-def _tenants(value: Any, env: Mapping[str, str]) -> tuple[Tenant, ...]:
+def _tenants(
+    value: Any, env: Mapping[str, str], privacy: PrivacySettings | None = None
+) -> tuple[Tenant, ...]:
     if not isinstance(value, list):
         raise ConfigError("tenants must be an array of tables ([[tenants]])")
     tenants: list[Tenant] = []
@@ -369,7 +437,7 @@ def _tenants(value: Any, env: Mapping[str, str]) -> tuple[Tenant, ...]:
         name = table.get("name")
         if not isinstance(name, str) or not name:
             raise ConfigError(f"tenants[{i}].name is missing")
-        unknown = set(table) - {"name", "credentials"}
+        unknown = set(table) - {"name", "credentials", "privacy"}
         if unknown:
             raise ConfigError(
                 f"unknown setting(s) in tenant {name!r}: {', '.join(sorted(unknown))}"
@@ -381,7 +449,9 @@ def _tenants(value: Any, env: Mapping[str, str]) -> tuple[Tenant, ...]:
             _credential(_table(c, f"tenant {name!r} credentials[{j}]"), f"tenant {name!r}", j, env)
             for j, c in enumerate(creds)
         )
-        tenants.append(Tenant(name=name, credentials=credentials))
+        own = _table(table.get("privacy", {}), f"tenant {name!r} privacy")
+        effective = _tenant_privacy(name, own, privacy or PrivacySettings(), env)
+        tenants.append(Tenant(name=name, credentials=credentials, privacy=effective))
     names = [t.name for t in tenants]
     if len(set(names)) != len(names):
         raise ConfigError("tenant names must be unique")
@@ -390,33 +460,99 @@ def _tenants(value: Any, env: Mapping[str, str]) -> tuple[Tenant, ...]:
     return tuple(tenants)
 
 
+_SECRET_SOURCES: tuple[str, ...] = ("secret", "secrets", "secret_env", "secrets_env", "secret_file")
+_SCHEMES: tuple[str, ...] = ("", "standard-webhooks")
+
+
 def _credential(
     table: dict[str, Any], owner: str, index: int, env: Mapping[str, str]
 ) -> Credential:
     where = f"{owner} credentials[{index}]"
-    unknown = set(table) - {"vendor", "secret", "secret_env", "principal"}
+    known = {"vendor", "principal", "scheme", "tolerance_seconds", *_SECRET_SOURCES}
+    unknown = set(table) - known
     if unknown:
         raise ConfigError(f"unknown setting(s) in {where}: {', '.join(sorted(unknown))}")
     vendor = table.get("vendor")
     if not isinstance(vendor, str) or not vendor:
         raise ConfigError(f"{where}.vendor is missing")
-    if "secret" in table and "secret_env" in table:
-        raise ConfigError(f"{where}: give secret or secret_env, not both")
-    if "secret_env" in table:
-        variable = table["secret_env"]
-        secret = env.get(variable, "") if isinstance(variable, str) else ""
-        if not secret:
-            raise ConfigError(f"{where}: environment variable {variable!r} (secret_env) is not set")
-    else:
-        secret = table.get("secret", "")
-        if not isinstance(secret, str) or not secret:
-            raise ConfigError(f"{where}: secret (or secret_env) is missing")
+    secrets = _credential_secrets(table, where, env)
     principal = table.get("principal", "")
     if not isinstance(principal, str):
         raise ConfigError(f"{where}.principal must be a string")
-    if vendor == "pearson":
-        _check_pearson_credential(where, principal, secret)
-    return Credential(vendor=vendor, secret=secret, principal=principal)
+    scheme = table.get("scheme", "")
+    if scheme not in _SCHEMES:
+        raise ConfigError(f'{where}.scheme must be "standard-webhooks" or absent, not {scheme!r}')
+    tolerance = table.get("tolerance_seconds", 300.0)
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or tolerance <= 0:
+        raise ConfigError(f"{where}.tolerance_seconds must be a positive number")
+    if scheme == "standard-webhooks":
+        for secret in secrets:
+            _check_standard_webhooks_secret(where, secret)
+    elif vendor == "pearson":
+        for secret in secrets:
+            _check_pearson_credential(where, principal, secret)
+    return Credential(
+        vendor=vendor,
+        secret=secrets[0],
+        principal=principal,
+        secrets=secrets,
+        scheme=scheme,
+        tolerance_seconds=float(tolerance),
+    )
+
+
+def _credential_secrets(
+    table: dict[str, Any], where: str, env: Mapping[str, str]
+) -> tuple[str, ...]:
+    """The active secrets of a credential, from exactly one of its secret sources."""
+    given = [name for name in _SECRET_SOURCES if name in table]
+    if len(given) > 1:
+        raise ConfigError(f"{where}: give one secret source, not {' and '.join(given)}")
+    if not given:
+        raise ConfigError(
+            f"{where}: secret (or secret_env) is missing (or secrets, secrets_env, secret_file)"
+        )
+    source = given[0]
+    value = table[source]
+    if source == "secrets":
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"{where}.secrets must be an array of non-empty strings")
+        found = list(value)
+    elif source == "secret_file":
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}.secret_file must be a file path")
+        try:
+            text = Path(value).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.__class__.__name__
+            raise ConfigError(f"{where}: secret_file {value!r} cannot be read ({reason})") from None
+        # One secret per line; surrounding whitespace is from editors and mounts, not the secret.
+        found = [line.strip() for line in text.splitlines() if line.strip()]
+    elif source in ("secret_env", "secrets_env"):
+        text = env.get(value, "") if isinstance(value, str) else ""
+        if not text:
+            raise ConfigError(f"{where}: environment variable {value!r} ({source}) is not set")
+        # secrets_env holds several, comma-separated; secret_env one (a secret may hold commas).
+        several = source == "secrets_env"
+        found = [p.strip() for p in text.split(",") if p.strip()] if several else [text]
+    else:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}.secret must be a string")
+        found = [value] if value else []
+    if not found:
+        raise ConfigError(f"{where}: {source} holds no secret")
+    return tuple(dict.fromkeys(found))
+
+
+def _check_standard_webhooks_secret(where: str, secret: str) -> None:
+    # The key is the base64 after `whsec_`: a secret that is not would never verify, and every
+    # delivery would get a 401 instead of the gateway refusing to start.
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except ValueError:
+        key = b""
+    if not key:
+        raise ConfigError(f"{where}: a standard-webhooks secret is whsec_ and base64 (the key)")
 
 
 def _check_pearson_credential(where: str, principal: str, secret: str) -> None:
@@ -438,7 +574,7 @@ def _check_pearson_principals_unique(tenants: list[Tenant]) -> None:
     seen: set[str] = set()
     for tenant in tenants:
         for cred in tenant.credentials:
-            if cred.vendor == "pearson":
+            if cred.vendor == "pearson" and not cred.scheme:
                 if cred.principal in seen:
                     raise ConfigError(
                         f"pearson principal {cred.principal!r} is configured twice "
@@ -452,10 +588,68 @@ def _check_credentials_unique(tenants: list[Tenant]) -> None:
     seen: dict[tuple[str, str, str], str] = {}
     for tenant in tenants:
         for cred in tenant.credentials:
-            key = (cred.vendor, cred.principal, cred.secret)
-            if key in seen and seen[key] != tenant.name:
-                raise ConfigError(
-                    f"a {cred.vendor} credential of tenant {tenant.name!r} is also "
-                    f"tenant {seen[key]!r}'s: each credential must map to one tenant"
-                )
-            seen[key] = tenant.name
+            for secret in cred.active_secrets:
+                key = (cred.vendor, cred.principal, secret)
+                if key in seen and seen[key] != tenant.name:
+                    raise ConfigError(
+                        f"a {cred.vendor} credential of tenant {tenant.name!r} is also "
+                        f"tenant {seen[key]!r}'s: each credential must map to one tenant"
+                    )
+                seen[key] = tenant.name
+
+
+_MIN_PRIVACY_KEY_BYTES = 16
+
+
+def _tenant_privacy(
+    tenant: str, table: dict[str, Any], default: PrivacySettings, env: Mapping[str, str]
+) -> TenantPrivacy:
+    """A tenant's `[tenants.privacy]` (policy, secret_env | secret_file) over the default."""
+    where = f"tenant {tenant!r} privacy"
+    unknown = set(table) - {"policy", "secret_env", "secret_file"}
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in {where}: {', '.join(sorted(unknown))}")
+    policy = table.get("policy", default.policy)
+    if policy not in PRIVACY_POLICIES:
+        raise ConfigError(f"{where}.policy must be one of {', '.join(PRIVACY_POLICIES)}")
+    if policy != "pseudonymize":
+        return TenantPrivacy(policy)
+    if "secret_env" in table or "secret_file" in table:
+        return TenantPrivacy(policy, _privacy_key(table, where, env))
+    if not (default.secret_env or default.secret_file):
+        raise ConfigError(
+            f"{where}: pseudonymize needs a key: secret_env or secret_file in "
+            "[tenants.privacy] or in [privacy]"
+        )
+    shared = _privacy_key(
+        {"secret_env": default.secret_env, "secret_file": default.secret_file}, "privacy", env
+    )
+    # One key per tenant, so that one learner's pseudonyms differ between tenants: records of
+    # two institutions cannot be linked through them.
+    derived = hmac.new(shared, b"assessment-gateway pseudonym key\0" + tenant.encode(), "sha256")
+    return TenantPrivacy(policy, derived.digest())
+
+
+def _privacy_key(table: Mapping[str, Any], where: str, env: Mapping[str, str]) -> bytes:
+    variable, path = table.get("secret_env") or "", table.get("secret_file") or ""
+    if variable and path:
+        raise ConfigError(f"{where}: give secret_env or secret_file, not both")
+    if variable:
+        key = env.get(variable, "") if isinstance(variable, str) else ""
+        if not key:
+            raise ConfigError(f"{where}: environment variable {variable!r} (secret_env) is not set")
+    else:
+        if not isinstance(path, str):
+            raise ConfigError(f"{where}.secret_file must be a file path")
+        try:
+            key = Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.__class__.__name__
+            raise ConfigError(f"{where}: secret_file {path!r} cannot be read ({reason})") from None
+    raw = key.encode("utf-8")
+    if len(raw) < _MIN_PRIVACY_KEY_BYTES:
+        # Emails and names are guessable: a short key would let anyone rebuild the pseudonyms.
+        raise ConfigError(
+            f"{where}: the pseudonymization key must be at least {_MIN_PRIVACY_KEY_BYTES} bytes"
+        )
+    return raw
