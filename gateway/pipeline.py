@@ -37,11 +37,12 @@ from gateway.errors import (
     UnsupportedMediaType,
     UnsupportedVersion,
 )
+from gateway.privacy import Privacy
 from gateway.publisher import Publisher
 from gateway.records import OutRecord
 from gateway.schemas import SchemaSet
 from gateway.settings import Settings
-from gateway.vendors.base import Inbound, Item, Reply, Vendor
+from gateway.vendors.base import Inbound, Item, Reply, Vendor, redact_url_queries_in
 
 _CANONICAL_HEADERS: Final = (("content-type", CONTENT_TYPE.encode()),)
 _DEADLETTER_HEADERS: Final = (("content-type", b"application/json"),)
@@ -140,6 +141,9 @@ class Pipeline:
         self._deduper = deduper
         self._publisher = publisher
         self._accepted: dict[str, AcceptedHook] = {}
+        # The tenants' PII policies, applied to every record and dead letter before it is
+        # published (the spool and the canonical topic's readers only ever see the result).
+        self._privacy = Privacy(settings.tenants)
 
     @classmethod
     def for_settings(cls, settings: Settings, publisher: Publisher) -> Pipeline:
@@ -228,7 +232,7 @@ class Pipeline:
         ]
         seen: set[str] = set()
         try:
-            for record in normalized.canonical:
+            for record in map(self._privacy.canonical, normalized.canonical):
                 record_id = record["id"]
                 # A re-send inside the same request must not wait on its own claim.
                 if record_id in seen or not await self._deduper.claim(record_id):
@@ -277,10 +281,13 @@ class Pipeline:
             letter["where"] = item.where
             letter["original"] = item.payload
             # What `gateway replay` needs to rebuild the item exactly, once the cause is fixed.
-            letter["item"] = {"schema": item.schema, "identity": item.identity, "meta": item.meta}
+            # Request-level facts may hold a pre-signed URL (Inspera): never its query string.
+            meta = redact_url_queries_in(item.meta)
+            letter["item"] = {"schema": item.schema, "identity": item.identity, "meta": meta}
         elif body is not None:
             letter.update(_original_body(body))
         key = f"{ctx.tenant}|{ctx.vendor}".encode()
+        letter = self._privacy.dead_letter(letter)
         return OutRecord(
             self._settings.kafka.deadletter_topic, key, orjson.dumps(letter), _DEADLETTER_HEADERS
         )

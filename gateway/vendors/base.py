@@ -165,3 +165,14 @@ def redact_form_fields(*names: str) -> Callable[[Inbound], bytes]:
 def redact_url_queries(inbound: Inbound) -> bytes:
     """A `redact_body` that removes the query string of every URL (pre-signed URLs' secrets)."""
     return _URL_QUERY.sub(rb"\1?" + REDACTED.encode(), inbound.body)
+
+
+def redact_url_queries_in(value: Any) -> Any:
+    """`value` with the query string of every URL in its strings redacted (lists, dicts too)."""
+    if isinstance(value, str):
+        return _URL_QUERY.sub(rb"\1?" + REDACTED.encode(), value.encode()).decode()
+    if isinstance(value, Mapping):
+        return {key: redact_url_queries_in(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_url_queries_in(item) for item in value]
+    return value

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs
 
-from gateway.vendors.base import Inbound, redact_form_fields, redact_url_queries
+from gateway.vendors.base import (
+    Inbound,
+    redact_form_fields,
+    redact_url_queries,
+    redact_url_queries_in,
+)
 from gateway.vendors.canvas import VENDOR as CANVAS
 from gateway.vendors.inspera import VENDOR as INSPERA
 from gateway.vendors.pearson import VENDOR as PEARSON
@@ -52,3 +57,27 @@ def test_inspera_drops_pre_signed_url_queries() -> None:
 def test_a_form_without_secrets_is_kept_byte_for_byte() -> None:
     body = b"quiz_submission_events[]=page_blurred&quiz_submission_events[]=page_focused"
     assert redact_form_fields("access_token")(Inbound("POST", FORM, body)) == body
+
+
+def test_request_facts_keep_no_pre_signed_url_query() -> None:
+    meta = {"urls": ["https://b.s3.amazonaws.com/f.json?X-Amz-Signature=S3CR3T"], "n": 1}
+    kept = redact_url_queries_in(meta)
+    assert kept == {"urls": ["https://b.s3.amazonaws.com/f.json?[redacted]"], "n": 1}
+
+
+def test_an_inspera_dead_letter_keeps_no_pre_signed_url() -> None:
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from gateway.canonical import NormalizeContext  # noqa: PLC0415
+    from gateway.errors import Rejection  # noqa: PLC0415
+    from gateway.pipeline import Pipeline  # noqa: PLC0415
+    from gateway.publisher import Publisher  # noqa: PLC0415
+    from gateway.settings import Settings  # noqa: PLC0415
+
+    settings = Settings()
+    pipeline = Pipeline.for_settings(settings, Publisher(settings.kafka, settings.server))
+    body = {"contextObjectId": 1, "url": "https://b.s3.amazonaws.com/f?X-Amz-Signature=S3CR3T"}
+    (item,) = INSPERA.split(body)
+    ctx = NormalizeContext("t", "inspera", datetime(2026, 1, 1, tzinfo=UTC))
+    letter = pipeline._dead_letter(ctx, Rejection("schema_violation", "bad"), item=item)
+    assert b"S3CR3T" not in letter.value
