@@ -140,6 +140,9 @@ class InsperaSettings:
     download_hosts: tuple[str, ...] = ("*.amazonaws.com", "*.inspera.no", "*.inspera.com")
     # Dev only: allow plain http downloads (loopback test servers).
     allow_http_downloads: bool = False
+    # Dev only: allow downloads from loopback, private and link-local addresses. Off, a host that
+    # is such an address, or resolves to one, is refused (no SSRF into the gateway's network).
+    allow_private_addresses: bool = False
     # Where the pre-signed URL may sit in an `event_by_candidates_export_finished` webhook: its
     # field name is not documented, so these keys (dotted for nested objects) are tried in order.
     url_keys: tuple[str, ...] = (

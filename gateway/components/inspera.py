@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import random
@@ -116,6 +117,30 @@ def checked_url(url: str, settings: InsperaSettings) -> httpx.URL:
     return parsed
 
 
+async def refuse_private_addresses(url: httpx.URL, settings: InsperaSettings) -> None:
+    """Raise DownloadError when `url`'s host is, or resolves to, a loopback, private,
+    link-local or otherwise non-public address (unless `allow_private_addresses`, dev only).
+
+    Checked before every request, redirects included. The connection resolves the name again:
+    a DNS answer changed in between is not caught here; the host allow-list narrows that.
+    """
+    if settings.allow_private_addresses:
+        return
+    host = url.host
+    try:
+        addresses = {ipaddress.ip_address(host)}
+    except ValueError:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, url.port or (443 if url.scheme == "https" else 80)
+            )
+        except OSError:
+            raise DownloadError("unresolvable_host", retryable=True, host=host) from None
+        addresses = {ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos}
+    if any(not address.is_global for address in addresses):
+        raise DownloadError("private_address", retryable=False, host=host)
+
+
 class ExportDownloader:
     """Fetches an export into a file: allowed hosts only, bounded redirects, size and time."""
 
@@ -135,6 +160,7 @@ class ExportDownloader:
             try:
                 async with asyncio.timeout(settings.download_timeout_seconds):
                     for _ in range(settings.max_redirects + 1):
+                        await refuse_private_addresses(current, settings)
                         async with client.stream("GET", current) as response:
                             if not response.is_redirect:
                                 return await self._save(response, target, current.host, progress)

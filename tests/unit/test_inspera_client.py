@@ -139,6 +139,7 @@ def settings_for(fake: FakeInspera, **overrides: Any) -> InsperaSettings:
         "api_base_url": fake.url,
         "client_id": fake.client_id,
         "poll_interval_seconds": 0.01,
+        "allow_private_addresses": True,  # the fake Inspera serves on loopback
     }
     values.update(overrides)
     return InsperaSettings(**values)

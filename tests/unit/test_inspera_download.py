@@ -103,7 +103,9 @@ def server() -> Iterator[FileServer]:
         yield running
 
 
-LOOPBACK = InsperaSettings(download_hosts=("127.0.0.1",), allow_http_downloads=True)
+LOOPBACK = InsperaSettings(
+    download_hosts=("127.0.0.1",), allow_http_downloads=True, allow_private_addresses=True
+)
 
 
 async def download(settings: InsperaSettings, url: str, tmp_path: Path) -> bytes:
@@ -163,7 +165,9 @@ async def test_downloads_a_file(server: FileServer, tmp_path: Path) -> None:
 
 async def test_a_host_not_allowed_is_never_contacted(server: FileServer, tmp_path: Path) -> None:
     url = server.serve("/export.json", b"{}")
-    settings = InsperaSettings(download_hosts=("localhost",), allow_http_downloads=True)
+    settings = InsperaSettings(
+        download_hosts=("localhost",), allow_http_downloads=True, allow_private_addresses=True
+    )
     with pytest.raises(DownloadError, match="host_not_allowed"):
         await download(settings, url, tmp_path)
     assert server.requests == []
@@ -192,7 +196,10 @@ async def test_a_redirect_elsewhere_is_refused(server: FileServer, tmp_path: Pat
 async def test_redirect_loops_end(server: FileServer, tmp_path: Path) -> None:
     server.routes["/loop"] = Route(302, headers={"Location": "/loop"})
     settings = InsperaSettings(
-        download_hosts=("127.0.0.1",), allow_http_downloads=True, max_redirects=2
+        download_hosts=("127.0.0.1",),
+        allow_http_downloads=True,
+        allow_private_addresses=True,
+        max_redirects=2,
     )
     with pytest.raises(DownloadError, match="too_many_redirects"):
         await download(settings, server.url("/loop"), tmp_path)
@@ -205,7 +212,10 @@ async def test_a_file_over_the_size_limit_is_refused(
 ) -> None:
     url = server.serve("/big.json", b"x" * 5000, length=declared)
     settings = InsperaSettings(
-        download_hosts=("127.0.0.1",), allow_http_downloads=True, max_export_bytes=4096
+        download_hosts=("127.0.0.1",),
+        allow_http_downloads=True,
+        allow_private_addresses=True,
+        max_export_bytes=4096,
     )
     with pytest.raises(DownloadError) as refused:
         await download(settings, url, tmp_path)
@@ -232,3 +242,17 @@ async def test_a_server_that_is_down_is_worth_a_retry(tmp_path: Path) -> None:
         await download(LOOPBACK, url, tmp_path)
     assert failed.value.reason.startswith("transport_")
     assert failed.value.retryable
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"], ids=["address", "name"])
+async def test_private_addresses_are_refused_outside_dev(
+    server: FileServer, tmp_path: Path, host: str
+) -> None:
+    """No SSRF: a host that is, or resolves to, a non-public address is never contacted."""
+    url = server.serve("/export.json", b"{}").replace("127.0.0.1", host)
+    settings = InsperaSettings(download_hosts=(host,), allow_http_downloads=True)
+    with pytest.raises(DownloadError) as refused:
+        await download(settings, url, tmp_path)
+    assert refused.value.reason == "private_address"
+    assert not refused.value.retryable
+    assert server.requests == []
