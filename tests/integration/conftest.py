@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -116,6 +117,32 @@ class Gateway:
         """The JSON lines the gateway has logged so far."""
         lines = self.log_path.read_bytes().splitlines()
         return [orjson.loads(line) for line in lines if line.startswith(b"{")]
+
+
+# What no gateway log may ever contain: the dev credentials the tests send, pre-signed URL
+# signatures, and any email address (test payloads carry learners' emails on purpose).
+SECRETS_IN_TESTS = (
+    b"dev-token",
+    b"dev-pearson-key!",
+    b"dev-inspera-secret",
+    b"X-Amz-Signature",
+    b"X-Amz-Credential",
+)
+EMAIL = re.compile(rb"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_gateway_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the whole run: grep every log every gateway of the session wrote."""
+    yield
+    leaks: list[tuple[str, str]] = []
+    logs = sorted(tmp_path_factory.getbasetemp().rglob("gateway-*.log"))
+    for log in logs:
+        text = log.read_bytes()
+        leaks += [(log.name, s.decode()) for s in SECRETS_IN_TESTS if s in text]
+        leaks += [(log.name, m.group().decode()) for m in EMAIL.finditer(text)]
+    assert logs, "no gateway log was found to check"
+    assert not leaks, f"secrets or emails in gateway logs: {leaks[:20]}"
 
 
 @pytest.fixture(scope="session")
