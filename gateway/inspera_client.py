@@ -310,18 +310,7 @@ async def export_test(
     finally:
         bar.finish()
         await publisher.stop()
-    log.info(
-        "inspera_export_ingested",
-        tenant=tenant,
-        test_id=test_id,
-        job=status.job_id,
-        bytes=result.bytes,
-        candidates=result.candidates,
-        events=result.events,
-        published=result.published,
-        deadlettered=result.deadlettered,
-        duplicates=result.duplicates,
-    )
+    result.log_ingested(tenant=tenant, test_id=test_id, job=status.job_id)
     return result
 
 

@@ -27,7 +27,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -209,6 +209,10 @@ class IngestResult:
     published: int = 0
     deadlettered: int = 0
     duplicates: int = 0
+
+    def log_ingested(self, **fields: object) -> None:
+        """The `inspera_export_ingested` line (the webhook path and the CLI log the same)."""
+        log.info("inspera_export_ingested", **asdict(self), **fields)
 
 
 class ExportIngester:
@@ -585,17 +589,7 @@ class InsperaComponent:
             self._failed(job, f"error_{type(error).__name__}", True, **fields)
         else:
             self.jobs.finish(job.key, "done")
-            log.info(
-                "inspera_export_ingested",
-                attempts=job.attempts,
-                bytes=result.bytes,
-                candidates=result.candidates,
-                events=result.events,
-                published=result.published,
-                deadlettered=result.deadlettered,
-                duplicates=result.duplicates,
-                **fields,
-            )
+            result.log_ingested(attempts=job.attempts, **fields)
 
     def _failed(self, claimed: ExportJob, reason: str, retryable: bool, **fields: object) -> None:
         settings = self._settings.inspera
