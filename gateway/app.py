@@ -148,7 +148,7 @@ def _ingest(
                 if guard.limiter.enabled:  # the tenant is known only once authenticated
                     stats.tenant = pipeline.authenticate(vendor, inbound)
                     guard.limiter.take(stats.tenant, vendor.name)
-                reply = await pipeline.ingest(vendor, inbound, request_id, stats)
+                reply = await pipeline.ingest(vendor, inbound, request_id, stats, stats.tenant)
         except GatewayError as error:
             error_code = error.code
             guard.refused(vendor, request, request_id, error)

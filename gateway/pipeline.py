@@ -178,11 +178,17 @@ class Pipeline:
         return self._auth.authenticate(vendor.name, vendor.auth, presented)
 
     async def ingest(
-        self, vendor: Vendor, inbound: Inbound, request_id: str, stats: RequestStats
+        self,
+        vendor: Vendor,
+        inbound: Inbound,
+        request_id: str,
+        stats: RequestStats,
+        tenant: str | None = None,
     ) -> Reply:
-        """Take one request; returns the vendor's success reply or raises a GatewayError."""
+        """Take one request; returns the vendor's success reply or raises a GatewayError.
+        `tenant`: the request was already authenticated as this tenant (not done twice)."""
         received_at = datetime.now(UTC)
-        stats.tenant = tenant = self.authenticate(vendor, inbound)
+        stats.tenant = tenant = tenant or self.authenticate(vendor, inbound)
         ctx = NormalizeContext(tenant, vendor.name, received_at, request_id)
         try:
             items = split_request(vendor, inbound, self._schemas)
