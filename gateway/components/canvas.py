@@ -35,6 +35,7 @@ from aiokafka.errors import KafkaError
 
 from gateway.errors import NotFound
 from gateway.settings import Settings
+from gateway.sqlite_store import SqliteStore
 from gateway.vendors import canvas
 from gateway.vendors.base import ExtraRoute, Inbound, Item, Reply
 
@@ -153,8 +154,10 @@ def _ref_id(ref: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-class QuizLogStore:
+class QuizLogStore(SqliteStore):
     """The SQLite read model. Synchronous: every call runs on the component's one DB thread."""
+
+    _what = "the quiz log store"
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -172,17 +175,6 @@ class QuizLogStore:
         db.execute("PRAGMA synchronous = NORMAL")
         db.executescript(_SCHEMA)
         self._db = db
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise RuntimeError("the quiz log store is not open")
-        return self._db
 
     def forget_offsets(self, topic: str, partitions: Sequence[int]) -> None:
         """Drop stored offsets (of a topic that is no longer the one they were read from)."""

@@ -39,6 +39,7 @@ from gateway.canonical import NormalizeContext
 from gateway.errors import BrokerUnavailable
 from gateway.pipeline import Pipeline, RequestStats
 from gateway.settings import InsperaSettings, Settings
+from gateway.sqlite_store import SqliteStore
 from gateway.vendors.base import ExtraRoute, Item
 from gateway.vendors.inspera import (
     EXPORT_FINISHED,
@@ -332,12 +333,14 @@ class ExportJob:
     attempts: int
 
 
-class ExportJobs:
+class ExportJobs(SqliteStore):
     """The download jobs in SQLite: durable across restarts, shared by the workers of a host.
 
     States: `pending` (due at `next_at`), `running` (claimed until `lease_until`), `done`,
     `failed`. The key is unique, so a job is taken once however often its webhook comes.
     """
+
+    _what = "the Inspera job table"
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self._path = path
@@ -370,18 +373,6 @@ class ExportJobs:
             )"""
         )
         self._db = db
-
-    def close(self) -> None:
-        """Close the database."""
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise RuntimeError("the Inspera job table is not open")
-        return self._db
 
     def add(self, key: str, tenant: str, test_id: str, url: str, request_id: str) -> bool:
         """Record a new job, due now; False if a job with this key exists (in any state)."""
