@@ -7,11 +7,11 @@ below what would cost memory or time.
 
 - JSON nests at most `MAX_JSON_DEPTH` (64) levels of objects and arrays, and one object or array
   holds at most `MAX_JSON_ITEMS` (10,000) members.
-- A JSON object that repeats a key is refused: orjson keeps the last value, another reader may
-  keep the first, and the event a downstream consumer sees must be the one the sender meant.
-- Integers must fit in 64 bits: orjson turns larger ones into floats, silently losing digits of
-  an id or a score.
-- NaN and Infinity are not JSON; orjson refuses them, and so does every decoder here.
+- A JSON object that repeats a key is refused: orjson would keep the last value, another reader
+  may keep the first, and the event a downstream consumer sees must be the one the sender meant.
+- Integers must fit in 64 bits (what Kafka consumers in every language can read exactly, and what
+  orjson writes), and numbers must fit in a double (`1e400` is no number a consumer can use).
+- NaN and Infinity are not JSON, and every decoder here refuses them.
 - A JSON body holds at most `MAX_JSON_NODES` (250,000) values, counted before parsing (a real
   Caliper event has about 50, so a 4 MiB batch of them about 110,000): a few MiB of `[{},{},...]`
   would otherwise cost a hundred MiB of Python objects.
@@ -20,15 +20,19 @@ below what would cost memory or time.
   decompression to bomb.
 
 A body over a limit gets `UnsafePayload` (400 in the vendor's error format). Unlike a merely
-malformed body it is not dead-lettered: nothing of it is published.
+malformed body (`InvalidJson`) it is not dead-lettered: nothing of it is published.
+
+Bodies are read with jiter (Rust, strict UTF-8 and JSON) rather than orjson: it reports repeated
+keys while it parses, so one reading does what took orjson plus a second, checking reading with
+the standard library (145 -> 70 us for the benchmark's Caliper envelope, bench/RESULTS.md).
+Records are still written with orjson.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any, Final
 
-import orjson
+import jiter
 
 from gateway.errors import GatewayError, UnsupportedMediaType
 
@@ -63,11 +67,19 @@ def check_form(media_type: str, body: bytes) -> None:
         raise UnsafePayload(f"the form has more than {MAX_FORM_FIELDS} fields")
 
 
-def loads_json(body: bytes | str) -> Any:
-    """`orjson.loads` within the limits above.
+class InvalidJson(ValueError):
+    """Raised for a body that is not JSON (the reader's message says where and why)."""
 
-    Raises `orjson.JSONDecodeError` for text that is not JSON (as orjson does: invalid UTF-8,
-    NaN, Infinity, numbers out of range) and `UnsafePayload` for JSON over a limit.
+
+# jiter's words for a broken byte sequence, in the words a sender searches for.
+_READER_WORDS: Final = {"invalid unicode code point": "invalid UTF-8"}
+
+
+def loads_json(body: bytes | str) -> Any:
+    """One strict reading of a JSON body within the limits above.
+
+    Raises `InvalidJson` for text that is not JSON (invalid UTF-8, NaN, Infinity, control
+    characters in strings, trailing data) and `UnsafePayload` for JSON over a limit.
     """
     text = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
     # An upper bound on the values (commas and brackets inside strings count too), taken before
@@ -75,35 +87,26 @@ def loads_json(body: bytes | str) -> Any:
     if text.count(b",") + text.count(b"[") + text.count(b"{") > MAX_JSON_NODES:
         raise UnsafePayload(f"the JSON has more than {MAX_JSON_NODES} values")
     try:
-        value = orjson.loads(text)  # strict: UTF-8, no NaN/Infinity
-    except orjson.JSONDecodeError as exc:
-        if str(exc).startswith(("depth limit", "recursion limit")):  # orjson stops at 1024
+        value = jiter.from_json(text, allow_inf_nan=False, catch_duplicate_keys=True)
+    except ValueError as exc:
+        message = str(exc)
+        if message.startswith("Detected duplicate key"):
+            raise UnsafePayload("a JSON object repeats a key") from None
+        if message.startswith("recursion limit"):  # jiter stops at 200 levels
             raise UnsafePayload(f"the JSON nests deeper than {MAX_JSON_DEPTH} levels") from None
-        raise
+        for words, ours in _READER_WORDS.items():
+            message = message.replace(words, ours)
+        raise InvalidJson(message) from None
     if isinstance(value, dict | list):
-        _walk(value)  # bounds the depth before the second reading recurses
-    # orjson neither reports repeated keys nor keeps integers past 64 bits exact: a second
-    # reading (the standard library's C scanner) checks both, and its result is not kept.
-    try:
-        json.loads(text, object_pairs_hook=_unique_keys, parse_int=_int64)
-    except ValueError as exc:  # never seen: orjson is the stricter reader; refused, not a 500
-        raise UnsafePayload(f"the JSON reads differently in different parsers: {exc}") from None
+        _walk(value)
+    elif type(value) is int or type(value) is float:
+        _check_number(value)
     return value
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> None:
-    if len(dict(pairs)) != len(pairs):
-        raise UnsafePayload("a JSON object repeats a key")
-
-
-def _int64(digits: str) -> None:
-    if len(digits) > 18 and not _INT64_MIN <= int(digits) <= _UINT64_MAX:
-        shown = digits if len(digits) <= 24 else f"{digits[:20]}..."
-        raise UnsafePayload(f"the integer {shown} does not fit in 64 bits")
-
-
 def _walk(root: dict[str, Any] | list[Any]) -> None:
-    """Check the depth and the size of every object and array under `root`, level by level."""
+    """Check the depth and the size of every object and array under `root`, level by level, and
+    every number in them."""
     level: list[Any] = [root]
     depth = 1
     while level:
@@ -114,7 +117,22 @@ def _walk(root: dict[str, Any] | list[Any]) -> None:
             if len(node) > MAX_JSON_ITEMS:
                 raise UnsafePayload(f"an object or array has more than {MAX_JSON_ITEMS} members")
             for child in node.values() if type(node) is dict else node:
-                if type(child) is dict or type(child) is list:
+                kind = type(child)
+                if kind is dict or kind is list:
                     below.append(child)
+                elif kind is int or kind is float:
+                    _check_number(child)
         level = below
         depth += 1
+
+
+def _check_number(number: float) -> None:
+    # jiter reads integers of any length exactly and too large a number as infinity.
+    if type(number) is int:
+        if not _INT64_MIN <= number <= _UINT64_MAX:
+            # str() of an integer past 4,300 digits raises: only short ones are quoted whole.
+            digits = str(number) if number.bit_length() < 1000 else "of 300 digits or more"
+            shown = digits if len(digits) <= 24 else f"{digits[:20]}..."
+            raise UnsafePayload(f"the integer {shown} does not fit in 64 bits")
+    elif number - number != 0:  # inf - inf is nan; jiter already refuses NaN itself
+        raise InvalidJson("a number is too large for a double")

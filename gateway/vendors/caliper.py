@@ -24,7 +24,7 @@ from gateway.canonical import (
     normalize_time,
 )
 from gateway.errors import MalformedPayload, UnsupportedMediaType, UnsupportedVersion
-from gateway.limits import loads_json
+from gateway.limits import InvalidJson, loads_json
 from gateway.settings import Settings
 from gateway.vendors.base import Inbound, Item, Reply, Vendor
 
@@ -98,7 +98,7 @@ def decode(inbound: Inbound) -> dict[str, Any]:
         )
     try:
         body = loads_json(inbound.body)
-    except orjson.JSONDecodeError as exc:
+    except InvalidJson as exc:
         raise MalformedPayload(f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise MalformedPayload("expected a Caliper Envelope (a JSON object)")

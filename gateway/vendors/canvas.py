@@ -36,7 +36,7 @@ from gateway.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from gateway.limits import MAX_FORM_FIELDS, UnsafePayload, loads_json
+from gateway.limits import MAX_FORM_FIELDS, InvalidJson, UnsafePayload, loads_json
 from gateway.vendors.base import Inbound, Item, Reply, Vendor, redact_form_fields
 
 NAME: Final = "canvas"
@@ -193,7 +193,7 @@ def _json_object(body: bytes) -> dict[str, Any]:
         return {}
     try:
         parsed = loads_json(body)
-    except orjson.JSONDecodeError as exc:
+    except InvalidJson as exc:
         raise MalformedPayload(f"the body is not valid JSON: {exc}") from None
     if not isinstance(parsed, dict):
         raise MalformedPayload(f'expected a JSON object {{"{EVENTS_KEY}": [...]}}')

@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import ijson
-import orjson
 
 from gateway.auth import Scheme
 from gateway.canonical import (
@@ -30,7 +29,7 @@ from gateway.canonical import (
     normalize_time,
 )
 from gateway.errors import MalformedPayload, UnsupportedMediaType
-from gateway.limits import loads_json
+from gateway.limits import InvalidJson, loads_json
 from gateway.vendors.base import Inbound, Item, Reply, Vendor, redact_url_queries
 
 NAME: Final = "inspera"
@@ -78,7 +77,7 @@ def decode(inbound: Inbound) -> Any:
         raise UnsupportedMediaType(f"Inspera webhooks are application/json, not {media!r}")
     try:
         body = loads_json(inbound.body)
-    except orjson.JSONDecodeError as exc:
+    except InvalidJson as exc:
         raise MalformedPayload(f"the body is not valid JSON: {exc}") from None
     if body is not None and not isinstance(body, dict):
         raise MalformedPayload("expected an Inspera webhook (a JSON object)")

@@ -14,12 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
-import orjson
-
 from gateway.auth import FORM, Scheme, form_fields
 from gateway.canonical import CanonicalEvent, EventType, NormalizeContext, compact, normalize_time
 from gateway.errors import NormalizeError, UnsupportedMediaType
-from gateway.limits import UnsafePayload, loads_json
+from gateway.limits import InvalidJson, UnsafePayload, loads_json
 from gateway.vendors.base import Inbound, Item, Reply, Vendor, redact_form_fields
 
 NAME: Final = "pearson"
@@ -80,7 +78,7 @@ def _payload(text: str, content_type: str) -> Any:
         return text
     try:
         return loads_json(text)
-    except (orjson.JSONDecodeError, UnsafePayload):
+    except (InvalidJson, UnsafePayload):
         return text
 
 
