@@ -24,8 +24,15 @@ end
 
 local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "")
 if delay_ms then
-  -- A paced run (for latency at a given rate): each connection waits this long between requests.
+  -- A paced run (for latency at a given rate): each connection waits this long between requests
+  -- on average. The wait is drawn between half and one and a half times that, so that the
+  -- connections drift apart like independent senders instead of arriving as one burst.
+  local seeded = false
   function delay()
-    return delay_ms
+    if not seeded then
+      math.randomseed(os.time() + tonumber(prefix:match("^(%d+)")))
+      seeded = true
+    end
+    return delay_ms * (0.5 + math.random())
   end
 end
