@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
+import uuid
 
 from gateway.dedupe import Deduper
 
@@ -61,3 +63,36 @@ async def test_memory_is_bounded_oldest_first() -> None:
     assert len(dedupe) == 3
     assert await dedupe.claim("a")  # forgotten: the oldest
     assert not await dedupe.claim("d")
+
+
+async def test_a_key_remembered_again_after_it_expired_stays_remembered() -> None:
+    clock = FakeClock()
+    dedupe = Deduper(window_seconds=60, max_entries=10, clock=clock)
+    assert await dedupe.claim("a")
+    dedupe.settle("a", published=True)
+    clock.now += 61
+    assert await dedupe.claim("a")  # expired: published again
+    dedupe.settle("a", published=True)
+    for key in "bcd":  # moves past the key's first place in the order
+        assert await dedupe.claim(key)
+        dedupe.settle(key, published=True)
+    assert not await dedupe.claim("a")
+    clock.now += 61
+    assert await dedupe.claim("d")
+    assert len(dedupe) <= 4
+
+
+async def test_memory_per_remembered_record_id_stays_near_110_bytes() -> None:
+    """The documented bound: `dedupe.max_entries` x about 110 bytes (1,000,000 -> ~110 MB)."""
+    count = 50_000
+    dedupe = Deduper(window_seconds=3600, max_entries=count)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(count):  # each id made here, as a request makes it, and dropped
+            dedupe.settle(str(uuid.uuid4()), published=True)
+        per_entry = (tracemalloc.get_traced_memory()[0] - before) / count
+    finally:
+        tracemalloc.stop()
+    assert len(dedupe) == count
+    assert per_entry < 130, per_entry
