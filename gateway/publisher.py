@@ -1,7 +1,8 @@
 """Publishes records to Kafka and returns only once they are safe: acknowledged or spooled.
 
-One producer per process is shared by every request, so records of concurrent requests travel in
-the same batches (`linger_ms`, `max_batch_bytes`); a request awaits only its own records' acks.
+One producer per process (librdkafka, gateway/kafka_producer.py) is shared by every request, so
+records of concurrent requests travel in the same batches (`linger_ms`, `max_batch_bytes`); a
+request awaits only its own records' acks.
 When Kafka does not acknowledge within `spool.ack_deadline_seconds` (or is known to be down) the
 records are written to the local spool (gateway/spool.py) instead, and a forwarder drains the
 spool to Kafka, oldest first, once it is back. While the spool holds anything, new records join
@@ -15,15 +16,14 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import structlog
-from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-from aiokafka.partitioner import DefaultPartitioner
 
 from gateway.errors import BrokerUnavailable, GatewayError
+from gateway.kafka_producer import AsyncProducer, ProducerError
 from gateway.records import OutRecord
 from gateway.settings import KafkaSettings, ServerSettings, SpoolSettings
 from gateway.spool import Spool
@@ -39,31 +39,6 @@ _CONNECT_RETRY_SECONDS: Final = 1.0
 _MAX_BACKOFF_SECONDS: Final = 5.0
 
 log = structlog.get_logger("gateway.publisher")
-
-
-class _CachedPartitioner:
-    """Kafka's default partitioner (murmur2 of the key, as the Java client), remembered per key.
-
-    aiokafka computes murmur2 in pure Python on every record; our keys (tenant + learner +
-    assessment) repeat for every event of an attempt, so a bounded memo saves that work.
-    """
-
-    def __init__(self, size: int = 65536) -> None:
-        self._default = DefaultPartitioner()
-        self._size = size
-        self._memo: dict[tuple[bytes, int], int] = {}
-
-    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
-        if key is None:
-            return int(self._default(key, all_partitions, available))
-        memo_key = (key, len(all_partitions))  # Kafka numbers partitions 0..n-1
-        partition = self._memo.get(memo_key)
-        if partition is None:
-            partition = int(self._default(key, all_partitions, available))
-            if len(self._memo) >= self._size:
-                self._memo.clear()  # crude but bounded; refilling is cheap
-            self._memo[memo_key] = partition
-        return partition
 
 
 class Publisher:
@@ -87,7 +62,7 @@ class Publisher:
         self.spool: Spool | None = None
         if self._spool_settings.enabled:
             self.spool = Spool(Path(server.state_dir) / "spool", self._spool_settings.max_bytes)
-        self._producer: Any = None
+        self._producer: AsyncProducer | None = None
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()  # set while the spool is empty
         self._tasks: list[asyncio.Task[None]] = []
@@ -112,7 +87,7 @@ class Publisher:
                 log.info("spool_engaged", depth=self.spool.depth, reason="left from last run")
         try:
             await self._connect(connect_timeout)
-        except KafkaError:
+        except (KafkaError, ProducerError):
             if self.spool is None:
                 raise
             log.warning("broker_lost", kafka=self._kafka.bootstrap_servers, at="start")
@@ -130,8 +105,7 @@ class Publisher:
         self._tasks.clear()
         if self._producer is not None:
             producer, self._producer = self._producer, None
-            with contextlib.suppress(KafkaError):
-                await producer.flush()
+            await producer.flush(self._kafka.publish_timeout_seconds)
             await producer.stop()
         if self.spool is not None:
             await self.spool.close()
@@ -197,9 +171,8 @@ class Publisher:
         producer = self._producer
         if producer is not None:
             try:
-                async with asyncio.timeout(_READY_TIMEOUT_SECONDS):
-                    await producer.client.fetch_all_metadata()
-            except (TimeoutError, KafkaError, OSError):
+                await producer.metadata(_READY_TIMEOUT_SECONDS)
+            except ProducerError:
                 pass
             else:
                 return "degraded" if self.spool is not None and self.spool.depth else "ready"
@@ -211,14 +184,15 @@ class Publisher:
         producer = self._producer
         if producer is None:
             raise BrokerUnavailable("the gateway is not connected to Kafka")
+        acks: list[asyncio.Future[None]] = []
         try:
+            for r in records:
+                acks.append(producer.send(r.topic, r.value, r.key, r.headers))
             async with asyncio.timeout(seconds):
-                acks = [
-                    await producer.send(r.topic, r.value, key=r.key, headers=list(r.headers))
-                    for r in records
-                ]
                 await asyncio.gather(*acks)
-        except (TimeoutError, KafkaError) as exc:
+        except (TimeoutError, ProducerError) as exc:
+            for ack in acks:  # nobody waits for these any more
+                ack.cancel()
             self.broker_errors_total += 1
             if self._broker_up:
                 self._broker_up = False
@@ -254,7 +228,7 @@ class Publisher:
                     await self._ensure_topics()
                     check_topics = False
                 await self._send([s.record for s in batch], self._kafka.publish_timeout_seconds)
-            except (BrokerUnavailable, KafkaError, OSError):
+            except (BrokerUnavailable, KafkaError, ProducerError, OSError):
                 check_topics = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
@@ -268,28 +242,8 @@ class Publisher:
 
     async def _connect(self, connect_timeout: float) -> None:
         kafka = self._kafka
-        deadline = time.monotonic() + connect_timeout
-        while True:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=kafka.bootstrap_servers,
-                client_id=kafka.client_id,
-                acks="all",
-                enable_idempotence=kafka.enable_idempotence,
-                compression_type=None if kafka.compression == "none" else kafka.compression,
-                linger_ms=kafka.linger_ms,
-                max_batch_size=kafka.max_batch_bytes,
-                max_request_size=self.max_record_bytes,
-                request_timeout_ms=int(kafka.publish_timeout_seconds * 1000),
-                partitioner=_CachedPartitioner(),
-            )
-            try:
-                await producer.start()
-                break
-            except KafkaError:
-                await producer.stop()
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.5)
+        producer = AsyncProducer(kafka, self.max_record_bytes)
+        await producer.start(connect_timeout)
         if kafka.create_topics:
             try:
                 await self._ensure_topics()
@@ -305,7 +259,7 @@ class Publisher:
         while self._producer is None:
             try:
                 await self._connect(_CONNECT_RETRY_SECONDS)
-            except KafkaError:
+            except (KafkaError, ProducerError):
                 await asyncio.sleep(_CONNECT_RETRY_SECONDS)
 
     async def _ensure_topics(self) -> None:

@@ -44,6 +44,7 @@ class KafkaRecord:
     key: bytes | None
     value: bytes
     headers: dict[str, bytes]
+    partition: int = -1
 
     def json(self) -> Any:
         return orjson.loads(self.value)
@@ -82,7 +83,8 @@ class TopicReader:
                 batch = await consumer.getmany(timeout_ms=200)
                 for messages in batch.values():
                     records.extend(
-                        KafkaRecord(m.topic, m.key, m.value, dict(m.headers)) for m in messages
+                        KafkaRecord(m.topic, m.key, m.value, dict(m.headers), m.partition)
+                        for m in messages
                     )
                 if until(records):
                     break

@@ -1,0 +1,178 @@
+"""An asyncio face for librdkafka's producer (confluent-kafka): send returns a future of the ack.
+
+Why not aiokafka here (it stays for consumers and topic admin): aiokafka builds, compresses and
+sends batches in Python on the event loop, about 200 us of the loop's time per 3-record request;
+librdkafka does that in its own C threads, leaving the loop about 60 us (bench/RESULTS.md).
+
+librdkafka reports acks through `poll()`. One thread polls; the acks one poll brings are handed
+to the event loop in one call, not one wake-up per record. A producer's configuration follows
+the gateway's `kafka` settings: acks=all, Java's murmur2 partitioner (a key lands on the same
+partition as with the Java client or aiokafka), `message.timeout.ms` = the publish timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, Final
+
+import structlog
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from gateway.settings import KafkaSettings
+
+log = structlog.get_logger("gateway.kafka")
+
+_POLL_SECONDS: Final = 0.1
+# librdkafka retries a refused connection every few hundred ms: the same line is logged again
+# only after this long (the gateway's own broker_lost already says that Kafka is away).
+_REPEAT_SECONDS: Final = 60.0
+
+
+class ProducerError(Exception):
+    """Kafka did not take a record: refused, timed out, or the client is stopped."""
+
+
+class _ClientLog:
+    """librdkafka's warnings and errors (served by poll, with Python's logging levels) as
+    structured gateway log lines, each distinct line at most once a minute."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+
+    def log(self, level: int, message: str, *args: Any) -> None:
+        if level < logging.WARNING:
+            return
+        text = message % args if args else message
+        now = time.monotonic()
+        if now - self._last.get(text, -_REPEAT_SECONDS) < _REPEAT_SECONDS:
+            return
+        if len(self._last) > 1000:  # bounded: lines carry broker names, not request data
+            self._last.clear()
+        self._last[text] = now
+        log.warning(
+            "kafka_client_log", client_level=logging.getLevelName(level).lower(), message=text
+        )
+
+
+class AsyncProducer:
+    """One librdkafka producer, its poll thread, and futures for the acks of what is sent."""
+
+    def __init__(self, kafka: KafkaSettings, max_record_bytes: int) -> None:
+        self._config: dict[str, Any] = {
+            "bootstrap.servers": kafka.bootstrap_servers,
+            "client.id": kafka.client_id,
+            "acks": "all",
+            "enable.idempotence": kafka.enable_idempotence,
+            "compression.type": kafka.compression,
+            "linger.ms": kafka.linger_ms,
+            "batch.size": kafka.max_batch_bytes,
+            "message.max.bytes": max_record_bytes,
+            "message.timeout.ms": int(kafka.publish_timeout_seconds * 1000),
+            "partitioner": "murmur2_random",
+            "logger": _ClientLog(),
+        }
+        self._producer: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._acks: list[tuple[asyncio.Future[None], Any]] = []  # filled by the poll thread
+
+    async def start(self, seconds: float) -> None:
+        """Create the client and check that the cluster answers within `seconds`."""
+        self._loop = asyncio.get_running_loop()
+        producer = Producer(self._config)
+        try:
+            await asyncio.to_thread(producer.list_topics, timeout=seconds)
+        except KafkaException as exc:
+            raise ProducerError(f"Kafka did not answer: {exc}") from exc
+        self._producer = producer
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._poll, name="kafka-producer-poll", daemon=True)
+        self._thread.start()
+
+    def send(
+        self, topic: str, value: bytes, key: bytes | None, headers: Sequence[tuple[str, bytes]]
+    ) -> asyncio.Future[None]:
+        """Queue one record; the future completes with its ack (or a ProducerError)."""
+        producer, loop = self._producer, self._loop
+        if producer is None or loop is None:
+            raise ProducerError("the producer is not started")
+        future: asyncio.Future[None] = loop.create_future()
+        try:
+            producer.produce(
+                topic,
+                value,
+                key,
+                headers=list(headers),
+                # Runs inside poll() or flush(): on the list of the moment, never a taken one.
+                on_delivery=lambda error, _message: self._acks.append((future, error)),
+            )
+        except (BufferError, KafkaException) as exc:  # local queue full, record too large
+            raise ProducerError(f"Kafka did not take the record: {exc}") from exc
+        return future
+
+    async def metadata(self, seconds: float) -> None:
+        """Raise ProducerError unless the cluster answers a metadata request within `seconds`."""
+        producer = self._producer
+        if producer is None:
+            raise ProducerError("the producer is not started")
+        try:
+            await asyncio.to_thread(producer.list_topics, timeout=seconds)
+        except KafkaException as exc:
+            raise ProducerError(f"Kafka did not answer: {exc}") from exc
+
+    async def flush(self, seconds: float) -> int:
+        """Wait up to `seconds` for what is queued; returns how many records remain."""
+        if self._producer is None:
+            return 0
+        remaining: int = await asyncio.to_thread(self._producer.flush, seconds)
+        if remaining:
+            # Left after the timeout, these were answered 503 or spooled: drop them, or
+            # destroying the client would wait for them.
+            self._producer.purge()
+        return remaining
+
+    async def stop(self) -> None:
+        """Stop polling; records not acknowledged by now fail their futures."""
+        self._stopping.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        self._deliver(self._take_acks())
+        self._producer = None
+
+    def _poll(self) -> None:
+        producer, loop = self._producer, self._loop
+        if producer is None or loop is None:  # started before the thread
+            return
+        while not self._stopping.is_set():
+            producer.poll(_POLL_SECONDS)
+            acks = self._take_acks()
+            if acks:
+                try:
+                    loop.call_soon_threadsafe(self._deliver, acks)
+                except RuntimeError:  # the loop is closed: nobody awaits these any more
+                    return
+
+    def _take_acks(self) -> list[tuple[asyncio.Future[None], Any]]:
+        # Swapped, not copied: the callbacks append from this same thread (inside poll).
+        acks, self._acks = self._acks, []
+        return acks
+
+    @staticmethod
+    def _deliver(acks: list[tuple[asyncio.Future[None], Any]]) -> None:
+        for future, error in acks:
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(ProducerError(_describe(error)))
+
+
+def _describe(error: KafkaError) -> str:
+    return f"{error.name()}: {error.str()}"
