@@ -13,49 +13,20 @@ partition as with the Java client or aiokafka), `message.timeout.ms` = the publi
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any, Final
 
-import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from gateway.kafka_log import ClientLog
 from gateway.settings import KafkaSettings
 
-log = structlog.get_logger("gateway.kafka")
-
 _POLL_SECONDS: Final = 0.1
-# librdkafka retries a refused connection every few hundred ms: the same line is logged again
-# only after this long (the gateway's own broker_lost already says that Kafka is away).
-_REPEAT_SECONDS: Final = 60.0
 
 
 class ProducerError(Exception):
     """Kafka did not take a record: refused, timed out, or the client is stopped."""
-
-
-class _ClientLog:
-    """librdkafka's warnings and errors (served by poll, with Python's logging levels) as
-    structured gateway log lines, each distinct line at most once a minute."""
-
-    def __init__(self) -> None:
-        self._last: dict[str, float] = {}
-
-    def log(self, level: int, message: str, *args: Any) -> None:
-        if level < logging.WARNING:
-            return
-        text = message % args if args else message
-        now = time.monotonic()
-        if now - self._last.get(text, -_REPEAT_SECONDS) < _REPEAT_SECONDS:
-            return
-        if len(self._last) > 1000:  # bounded: lines carry broker names, not request data
-            self._last.clear()
-        self._last[text] = now
-        log.warning(
-            "kafka_client_log", client_level=logging.getLevelName(level).lower(), message=text
-        )
 
 
 class AsyncProducer:
@@ -73,7 +44,7 @@ class AsyncProducer:
             "message.max.bytes": max_record_bytes,
             "message.timeout.ms": int(kafka.publish_timeout_seconds * 1000),
             "partitioner": "murmur2_random",
-            "logger": _ClientLog(),
+            "logger": ClientLog(),
         }
         self._producer: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -12,14 +12,19 @@ before the 204, so the topic's end offsets already cover them: a GET asks Kafka 
 offsets and waits (at most `canvas.quiz_log_wait_seconds`) until the consumer has stored
 everything before them. This also holds when the POST went to another gateway instance, which
 an `accepted` hook could not see.
+
+The consumer is librdkafka's (confluent-kafka), run in a thread of its own with its own SQLite
+connection: fetching, decompressing and parsing every record of the topic costs the event loop
+nothing (with aiokafka's consumer on the loop it cost about a fifth of a worker's time under
+load, bench/RESULTS.md). It tells the loop how far it got after each batch.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,10 +35,10 @@ from urllib.parse import quote
 
 import orjson
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from gateway.errors import NotFound
+from gateway.kafka_log import ClientLog
 from gateway.settings import Settings
 from gateway.sqlite_store import SqliteStore
 from gateway.vendors import canvas
@@ -51,11 +56,15 @@ MAX_PER_PAGE: Final = 100
 ATTEMPT_START: Final = "submission_created"
 # Cheap pre-filter: canonical records are compact orjson, so a Canvas record holds this.
 _CANVAS_MARK: Final = b'"vendor":"canvas"'
-_POLL_MS: Final = 200
+_POLL_SECONDS: Final = 0.2
 _OFFSETS_EVERY_SECONDS: Final = 5.0
+_PARTITIONS_EVERY_SECONDS: Final = 10.0
 _BATCH_RECORDS: Final = 1000
+# Fetches wait for 64 KiB or 100 ms: under load, a few large fetches instead of one per produce
+# request (each costs the broker and this process).
 _FETCH_MIN_BYTES: Final = 64 * 1024
 _FETCH_MAX_WAIT_MS: Final = 100
+_KAFKA_TIMEOUT_SECONDS: Final = 5.0
 _MIN_BACKOFF_SECONDS: Final = 0.5
 _MAX_BACKOFF_SECONDS: Final = 5.0
 _SCHEMA: Final = """
@@ -361,26 +370,33 @@ class CanvasQuizLog:
         self.store = QuizLogStore(Path(path))
         self._topic = settings.kafka.canonical_topic
         self._executor: ThreadPoolExecutor | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._reader: Any = None  # the consumer of the canonical topic, while it runs
-        self._ends: Any = None  # the client that asks for end offsets, while it runs
-        self._positions: dict[int, int] = {}  # partition -> next offset stored
-        self._progress = asyncio.Condition()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        # While the consumer runs: a second client that only asks for end offsets (on the
+        # reader's own handle, such a query waits behind its long-polling fetch).
+        self._ends: Any = None
+        self._positions: dict[int, int] = {}  # partition -> next offset consumed
+        self._moved: asyncio.Future[None] | None = None  # done when the positions move next
         self._running = asyncio.Event()  # set while the consumer runs
-        self._ran = False  # the current consumer got as far as consuming
 
     async def start(self) -> None:
-        # One thread owns the SQLite connection: no call blocks the event loop, none overlaps.
+        # One thread owns the SQLite connection of the GETs: no call blocks the event loop,
+        # none overlaps. The consumer's thread writes through a connection of its own.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="canvas-quiz-log")
         await self._db(self.store.open)
-        self._task = asyncio.create_task(self._run(), name="canvas-quiz-log")
+        self._loop = asyncio.get_running_loop()
+        self._stopping.clear()
+        self._thread = threading.Thread(
+            target=self._run, name="canvas-quiz-log-consumer", daemon=True
+        )
+        self._thread.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        self._stopping.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
         if self._executor is not None:
             await self._db(self.store.close)
             self._executor.shutdown()
@@ -402,114 +418,157 @@ class CanvasQuizLog:
             raise RuntimeError("the quiz log is not started")
         return await asyncio.get_running_loop().run_in_executor(self._executor, call, *args)
 
-    # --- the consumer ---------------------------------------------------------------------
+    # --- the consumer (its own thread) ------------------------------------------------------
 
-    async def _run(self) -> None:
+    def _run(self) -> None:
+        store = QuizLogStore(self.store.path)
+        store.open()
         backoff = _MIN_BACKOFF_SECONDS
-        while True:
-            self._ran = False
-            try:
-                await self._consume()
-            except Exception as exc:  # the log must outlive a broker outage or a bad batch
-                # A consumer that ran before failing starts over quickly; one that cannot even
-                # start backs off.
-                if self._ran:
-                    backoff = _MIN_BACKOFF_SECONDS
-                log.warning("quiz_log_consumer_failed", error=repr(exc), retry_in=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
-
-    async def _consume(self) -> None:
-        # No group: every instance reads every partition and keeps its offsets in SQLite.
-        # Fetches wait for 64 KiB or 100 ms: under load, a few large fetches instead of one per
-        # produce request (each costs the broker and this process; bench/RESULTS.md).
-        consumer = self._kafka_client(
-            auto_offset_reset="earliest",
-            fetch_min_bytes=_FETCH_MIN_BYTES,
-            fetch_max_wait_ms=_FETCH_MAX_WAIT_MS,
-        )
-        # End offsets are asked on a connection of their own: on the reader's, they would queue
-        # behind its long-polling fetch (Kafka answers one connection's requests in order).
-        ends = self._kafka_client()
         try:
-            await consumer.start()
-            await ends.start()
-            consumer.subscribe([self._topic])
-            stored = await self._db(self.store.offsets, self._topic)
-            seeked: set[TopicPartition] = set()
-            await self._wait_for_assignment(consumer)
-            stored = await self._forget_offsets_past_the_end(ends, consumer, stored)
-            self._seek(consumer, seeked, stored)
+            while not self._stopping.is_set():
+                ran = [False]
+                try:
+                    self._consume(store, ran)
+                except Exception as exc:  # the log must outlive a broker outage or a bad batch
+                    # A consumer that ran before failing starts over quickly; one that cannot
+                    # even start backs off.
+                    if ran[0]:
+                        backoff = _MIN_BACKOFF_SECONDS
+                    log.warning("quiz_log_consumer_failed", error=repr(exc), retry_in=backoff)
+                    self._stopping.wait(backoff)
+                    backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
+        finally:
+            store.close()
+
+    def _consume(self, store: QuizLogStore, ran: list[bool]) -> None:
+        # No group membership (assign, never subscribe; nothing committed to Kafka): every
+        # instance reads every partition and keeps its offsets in SQLite.
+        consumer = self._client(
+            **{"fetch.min.bytes": _FETCH_MIN_BYTES, "fetch.wait.max.ms": _FETCH_MAX_WAIT_MS}
+        )
+        ends = self._client()
+        try:
+            partitions = self._partitions(consumer)
+            stored = self._forget_offsets_past_the_end(
+                consumer, store, partitions, store.offsets(self._topic)
+            )
+            consumer.assign(
+                [
+                    TopicPartition(self._topic, p, stored.get(p, OFFSET_BEGINNING))
+                    for p in partitions
+                ]
+            )
             resumed = {str(partition): offset for partition, offset in stored.items()}
             log.info("quiz_log_started", topic=self._topic, resumed_from=resumed)
-            self._reader, self._ends = consumer, ends
+            positions = {p: stored.get(p, 0) for p in partitions}
+            self._ends = ends
+            self._tell_loop(self._started, dict(positions))
+            ran[0] = True
             persisted, persisted_at = dict(stored), time.monotonic()
-            self._running.set()
-            self._ran = True
-            while True:
-                batch = await consumer.getmany(timeout_ms=_POLL_MS, max_records=_BATCH_RECORDS)
-                self._seek(consumer, seeked, stored)  # partitions added since
-                events = [
-                    event
-                    for messages in batch.values()
-                    for message in messages
-                    if (event := _event_of(message.value)) is not None
-                ]
-                positions = {
-                    tp.partition: await consumer.position(tp) for tp in consumer.assignment()
-                }
+            checked_at = persisted_at
+            while not self._stopping.is_set():
+                events = self._read_batch(consumer, positions)
+                now = time.monotonic()
+                if now - checked_at > _PARTITIONS_EVERY_SECONDS:
+                    checked_at = now
+                    added = sorted(set(self._partitions(consumer)) - set(positions))
+                    if added:  # partitions added to the topic since
+                        consumer.incremental_assign(
+                            [TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in added]
+                        )
+                        positions.update(dict.fromkeys(added, 0))
                 changed = {p: o for p, o in positions.items() if persisted.get(p) != o}
                 # The topic carries every vendor's records: batches without Canvas events only
                 # move offsets, which are written at most every few seconds (re-reading a few
                 # after a restart is harmless: rows are idempotent by record id).
-                now = time.monotonic()
                 if events or (changed and now - persisted_at > _OFFSETS_EVERY_SECONDS):
-                    await self._db(self.store.apply, self._topic, events, changed)
+                    store.apply(self._topic, events, changed)
                     persisted.update(changed)
                     persisted_at = now
-                async with self._progress:
-                    self._positions.update(positions)
-                    self._progress.notify_all()
+                self._tell_loop(self._advanced, dict(positions))
         finally:
-            self._running.clear()
-            self._reader = self._ends = None
-            await ends.stop()
-            await consumer.stop()
+            self._ends = None
+            self._tell_loop(self._stopped)
+            consumer.close()
+            ends.close()
 
-    def _kafka_client(self, **options: Any) -> Any:
+    def _client(self, **options: Any) -> Any:
         kafka = self._settings.kafka
-        return AIOKafkaConsumer(
-            bootstrap_servers=kafka.bootstrap_servers,
-            client_id=f"{kafka.client_id}-canvas-quiz-log",
-            group_id=None,
-            enable_auto_commit=False,
-            **options,
+        return Consumer(
+            {
+                "bootstrap.servers": kafka.bootstrap_servers,
+                "client.id": f"{kafka.client_id}-canvas-quiz-log",
+                "group.id": f"{kafka.client_id}-canvas-quiz-log",  # required, never joined
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "logger": ClientLog(),
+                **options,
+            }
         )
 
-    async def _wait_for_assignment(self, consumer: Any) -> None:
-        # aiokafka has no public awaitable for a group-less assignment; it comes with metadata.
-        while not consumer.assignment():  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+    def _read_batch(self, consumer: Any, positions: dict[int, int]) -> list[LoggedEvent]:
+        events: list[LoggedEvent] = []
+        for message in consumer.consume(_BATCH_RECORDS, _POLL_SECONDS):
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:  # librdkafka's name
+                    continue
+                raise KafkaException(error)
+            positions[message.partition()] = message.offset() + 1
+            event = _event_of(message.value())
+            if event is not None:
+                events.append(event)
+        return events
 
-    async def _forget_offsets_past_the_end(
-        self, ends: Any, consumer: Any, stored: dict[int, int]
+    def _partitions(self, consumer: Any) -> list[int]:
+        topics = consumer.list_topics(self._topic, timeout=_KAFKA_TIMEOUT_SECONDS).topics
+        found = topics.get(self._topic)
+        if found is None or found.error is not None or not found.partitions:
+            raise KafkaException(f"topic {self._topic} is not there (yet)")
+        return sorted(found.partitions)
+
+    def _forget_offsets_past_the_end(
+        self, consumer: Any, store: QuizLogStore, partitions: list[int], stored: dict[int, int]
     ) -> dict[int, int]:
         """Stored offsets beyond a partition's end mean the topic is not the one they were
         read from (recreated, a new cluster, the in-memory dev broker restarted): read it
         again from its beginning rather than skip what it holds (rows stay idempotent by id)."""
-        partitions = sorted(consumer.assignment(), key=lambda tp: tp.partition)
-        end = await ends.end_offsets(partitions)
-        stale = {tp.partition for tp in partitions if stored.get(tp.partition, 0) > end[tp]}
+        stale = []
+        for partition in partitions:
+            _, end = consumer.get_watermark_offsets(
+                TopicPartition(self._topic, partition), timeout=_KAFKA_TIMEOUT_SECONDS
+            )
+            if stored.get(partition, 0) > end:
+                stale.append(partition)
         if stale:
-            log.warning("quiz_log_offsets_reset", topic=self._topic, partitions=sorted(stale))
-            await self._db(self.store.forget_offsets, self._topic, sorted(stale))
+            log.warning("quiz_log_offsets_reset", topic=self._topic, partitions=stale)
+            store.forget_offsets(self._topic, stale)
         return {p: o for p, o in stored.items() if p not in stale}
 
-    def _seek(self, consumer: Any, seeked: set[TopicPartition], stored: dict[int, int]) -> None:
-        for tp in consumer.assignment() - seeked:
-            if tp.partition in stored:
-                consumer.seek(tp, stored[tp.partition])
-            seeked.add(tp)
+    def _tell_loop(self, call: Callable[..., Any], *args: Any) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(call, *args)
+
+    def _started(self, positions: dict[int, int]) -> None:
+        self._running.set()
+        self._advanced(positions)
+
+    def _advanced(self, positions: dict[int, int]) -> None:
+        if positions != self._positions:
+            self._positions = positions
+            moved, self._moved = self._moved, None
+            if moved is not None and not moved.done():
+                moved.set_result(None)
+
+    def _stopped(self) -> None:
+        self._running.clear()
+
+    async def _positions_reach(self, targets: Mapping[int, int]) -> None:
+        while not all(self._positions.get(p, 0) >= e for p, e in targets.items()):
+            if self._moved is None:
+                self._moved = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._moved)
 
     async def caught_up(self) -> bool:
         """Wait (bounded) until the store holds every record before the topic's end offsets."""
@@ -519,23 +578,28 @@ class CanvasQuizLog:
         try:
             async with asyncio.timeout(wait):
                 await self._running.wait()
-                reader, client = self._reader, self._ends
-                if reader is None or client is None:  # stopped meanwhile
+                ends = self._ends
+                if ends is None:  # stopped meanwhile
                     return False
-                partitions = sorted(reader.assignment(), key=lambda tp: tp.partition)
-                ends = await client.end_offsets(partitions)
-                targets = {tp.partition: int(end) for tp, end in ends.items()}
-                async with self._progress:
-                    await self._progress.wait_for(
-                        lambda: all(self._positions.get(p, 0) >= e for p, e in targets.items())
-                    )
+                targets = await asyncio.to_thread(self._end_offsets, ends, wait)
+                await self._positions_reach(targets)
         except TimeoutError:
             log.warning("quiz_log_lagging", waited_seconds=wait)
             return False
-        except KafkaError as exc:
+        except KafkaException as exc:
             log.warning("quiz_log_end_offsets_failed", error=repr(exc))
             return False
         return True
+
+    def _end_offsets(self, ends: Any, seconds: float) -> dict[int, int]:
+        return {
+            partition: int(
+                ends.get_watermark_offsets(TopicPartition(self._topic, partition), timeout=seconds)[
+                    1
+                ]
+            )
+            for partition in list(self._positions)
+        }
 
     # --- the routes -------------------------------------------------------------------------
 
