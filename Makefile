@@ -30,6 +30,7 @@ lint: install
 bench: install
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench.validators
+	$(BIN)/python -m bench.stages
 	$(BIN)/python -m bench.run --soak 300 --write
 
 clean:
