@@ -348,22 +348,38 @@ class Bench:
         return outcome
 
 
-def throughput_table(outcomes: list[Outcome]) -> str:
-    ceiling = next(o.rps for o in outcomes if o.target == "ceiling" and o.workers == 1)
-    naive = next(o.rps for o in outcomes if o.target == "naive")
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def throughput_table(rounds: list[list[Outcome]]) -> str:
+    """One row per planned run: the round with the median req/s, the range over the rounds, and
+    ratios taken within each round (ceiling, naive and gateway measured minutes apart, not
+    across the whole bench) and then their median."""
+    plan = rounds[0]
+    ceiling = next(i for i, o in enumerate(plan) if o.target == "ceiling" and o.workers == 1)
+    naive = next(i for i, o in enumerate(plan) if o.target == "naive")
     lines = [
-        "| target | payload | workers | req/s | events/s | p50 ms | p99 ms | errors "
-        "| CPU us/req | peak RSS MB | events acked | records in Kafka | vs ceiling | vs naive |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| target | payload | workers | req/s (median) | req/s (range) | events/s | p50 ms "
+        "| p99 ms | errors | CPU us/req | peak RSS MB | events acked | records in Kafka "
+        "| vs ceiling | vs naive |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for o in outcomes:
+    for index in range(len(plan)):
+        runs = [r[index] for r in rounds]
+        o = sorted(runs, key=lambda run: run.rps)[len(runs) // 2]
+        vs_ceiling = median([r[index].rps / r[ceiling].rps for r in rounds])
+        vs_naive = median([r[index].rps / r[naive].rps for r in rounds])
+        spread = f"{min(r.rps for r in runs):,.0f}-{max(r.rps for r in runs):,.0f}"
         in_kafka = "-" if o.records_in_kafka is None else f"{o.records_in_kafka:,}"
         lines.append(
-            f"| {o.target} | {o.payload} | {o.workers} | {o.rps:,.0f} "
+            f"| {o.target} | {o.payload} | {o.workers} | {o.rps:,.0f} | {spread} "
             f"| {o.rps * o.events_per_request:,.0f} | {o.p50_ms:.2f} | {o.p99_ms:.2f} "
-            f"| {o.errors} | {o.cpu_us_per_request:,.0f} | {o.peak_rss_mb:,.0f} "
-            f"| {o.acknowledged_events:,} | {in_kafka} "
-            f"| {o.rps / ceiling:.2f}x | {o.rps / naive:.1f}x |"
+            f"| {sum(r.errors for r in runs)} | {o.cpu_us_per_request:,.0f} "
+            f"| {o.peak_rss_mb:,.0f} | {o.acknowledged_events:,} | {in_kafka} "
+            f"| {vs_ceiling:.2f}x | {vs_naive:.1f}x |"
         )
     return "\n".join(lines)
 
@@ -387,6 +403,7 @@ def soak_line(outcome: Outcome) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10, help="per measured run")
+    parser.add_argument("--rounds", type=int, default=3, help="repetitions of every run")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--soak", type=int, default=0, help="seconds of sustained load (0: none)")
@@ -401,7 +418,6 @@ def main() -> int:
         args.seconds,
         args.connections,
     )
-    outcomes: list[Outcome] = []
     paced: Outcome | None = None
     soak: Outcome | None = None
     plan = [
@@ -413,10 +429,23 @@ def main() -> int:
         ("ceiling", args.workers, caliper),
         ("gateway", args.workers, caliper),
     ]
-    for target, workers, payload in plan:
-        print(f"measuring {target}, {workers} worker(s), {payload.name}...", file=sys.stderr)
-        outcomes.append(bench.measure(target, workers, payload))
-    top = next(o for o in outcomes if o.target == "gateway" and o.workers == 1)
+    # The machine's speed drifts by tens of percent over minutes (a shared VM): every planned run
+    # is repeated in rounds, and ratios are taken within a round.
+    rounds: list[list[Outcome]] = []
+    for number in range(1, args.rounds + 1):
+        rounds.append([])
+        for target, workers, payload in plan:
+            print(
+                f"round {number}/{args.rounds}: {target}, {workers} worker(s), {payload.name}...",
+                file=sys.stderr,
+            )
+            rounds[-1].append(bench.measure(target, workers, payload))
+    outcomes = [o for r in rounds for o in r]
+    top = next(
+        sorted((r[i] for r in rounds), key=lambda o: o.rps)[len(rounds) // 2]
+        for i, o in enumerate(rounds[0])
+        if o.target == "gateway" and o.workers == 1
+    )
     # Half the maximum rate, paced: each connection waits between its requests. A short
     # probe tells how much of a connection's cycle the request itself takes.
     target_rps = top.rps / 2
@@ -439,21 +468,25 @@ def main() -> int:
         )
     machine = (
         f"{os.cpu_count()} cores ({platform.machine()}), Python {platform.python_version()}; "
-        f"wrk -t{WRK_THREADS} -c{args.connections}, {args.seconds}s per run after a 2s warm-up; "
-        "broker, load generator and servers share the machine"
+        f"wrk -t{WRK_THREADS} -c{args.connections}, {args.seconds}s per run after a 2s warm-up, "
+        f"{args.rounds} rounds; broker, load generator and servers share the machine"
     )
-    report = [machine, "", throughput_table(outcomes), ""]
+    report = [machine, "", throughput_table(rounds), ""]
     report.append(
         f"p99 at half the gateway's maximum rate: {paced.p99_ms:.1f} ms at {paced.rps:,.0f} "
         f"req/s (p50 {paced.p50_ms:.1f} ms, {paced.errors} errors)"
     )
-    one = next(o for o in outcomes if o.target == "gateway" and o.workers == 1)
-    many = next(o for o in outcomes if o.target == "gateway" and o.workers == args.workers)
+    one = next(i for i, o in enumerate(rounds[0]) if o.target == "gateway" and o.workers == 1)
+    many = next(
+        i for i, o in enumerate(rounds[0]) if o.target == "gateway" and o.workers == args.workers
+    )
+    scaling = median([r[many].rps / r[one].rps for r in rounds])
+    cpu_one = median([r[one].cpu_us_per_request for r in rounds])
+    cpu_many = median([r[many].cpu_us_per_request for r in rounds])
     report.append(
-        f"scaling: {args.workers} workers give {many.rps / one.rps:.2f}x one worker's req/s; "
-        f"CPU per request {one.cpu_us_per_request:,.0f} us with 1, "
-        f"{many.cpu_us_per_request:,.0f} us with {args.workers} (the {os.cpu_count()} cores are "
-        "shared with wrk and the broker)"
+        f"scaling: {args.workers} workers give {scaling:.2f}x one worker's req/s (median of the "
+        f"rounds); CPU per request {cpu_one:,.0f} us with 1, {cpu_many:,.0f} us with "
+        f"{args.workers} (the {os.cpu_count()} cores are shared with wrk and the broker)"
     )
     if soak is not None:
         report.append(soak_line(soak))
