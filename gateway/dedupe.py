@@ -99,7 +99,7 @@ class Deduper:
 
 
 def _compact(key: str) -> Key:
-    """A record id (a UUID) as its 16 bytes, a third of the memory of its text."""
+    """A record id (a UUID) as its 16 bytes: 49 bytes of memory instead of 85 for its text."""
     if len(key) == 36:
         try:
             return bytes.fromhex(key.replace("-", ""))

@@ -108,7 +108,9 @@ class AsyncProducer:
         return remaining
 
     async def stop(self) -> None:
-        """Stop polling; records not acknowledged by now fail their futures."""
+        """Stop polling, once the acks (and the failures of purged records) that polling
+        brought are handed to the loop. A record never answered leaves its future pending: the
+        request that awaits it is bounded by its own timeout."""
         self._stopping.set()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)

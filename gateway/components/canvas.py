@@ -586,20 +586,18 @@ class CanvasQuizLog:
         except TimeoutError:
             log.warning("quiz_log_lagging", waited_seconds=wait)
             return False
-        except KafkaException as exc:
+        except (KafkaException, RuntimeError) as exc:  # RuntimeError: closed meanwhile
             log.warning("quiz_log_end_offsets_failed", error=repr(exc))
             return False
         return True
 
     def _end_offsets(self, ends: Any, seconds: float) -> dict[int, int]:
-        return {
-            partition: int(
-                ends.get_watermark_offsets(TopicPartition(self._topic, partition), timeout=seconds)[
-                    1
-                ]
-            )
-            for partition in list(self._positions)
-        }
+        targets = {}
+        for partition in list(self._positions):
+            where = TopicPartition(self._topic, partition)
+            _, end = ends.get_watermark_offsets(where, timeout=seconds)
+            targets[partition] = int(end)
+        return targets
 
     # --- the routes -------------------------------------------------------------------------
 
