@@ -109,16 +109,13 @@ def create_app(
                 methods=["POST"],
             )
         )
-        if vendor.describe is not None:
-            routes.append(
-                Route(vendor.path, _describe(vendor, pipeline, settings, guard), methods=["GET"])
-            )
-    for component in components:
-        for extra in component.routes():
-            endpoint = _extra(
-                vendors[extra.vendor], extra, pipeline, settings.server.max_body_bytes, guard
-            )
-            routes.append(Route(extra.path, endpoint, methods=[extra.method]))
+    extras = [extra for component in components for extra in component.routes()]
+    extras += [_describe(vendor, settings) for vendor in vendors.values() if vendor.describe]
+    for extra in extras:
+        endpoint = _extra(
+            vendors[extra.vendor], extra, pipeline, settings.server.max_body_bytes, guard
+        )
+        routes.append(Route(extra.path, endpoint, methods=[extra.method]))
     return Starlette(routes=routes, lifespan=lifespan)
 
 
@@ -218,30 +215,16 @@ def _annotate(
         span.fail(error_code or str(status))
 
 
-def _describe(vendor: Vendor, pipeline: Pipeline, settings: Settings, guard: _Guard) -> Endpoint:
+def _describe(vendor: Vendor, settings: Settings) -> ExtraRoute:
+    """A vendor's GET on its own route (Caliper's endpoint configuration), served like any other
+    extra route: authenticated in the vendor's scheme, answered in its format."""
     assert vendor.describe is not None  # noqa: S101  # only routed for vendors that describe
     describe = vendor.describe
 
-    async def endpoint(request: Request) -> Response:
-        request_id = _request_id(request)
-        try:
-            guard.admit(request)
-            pipeline.authenticate(vendor, _inbound(request, b""))
-            reply = describe(settings)
-        except GatewayError as error:
-            guard.refused(vendor, request, request_id, error)
-            reply = _error_reply(vendor, error)
-        log.info(
-            "request",
-            request_id=request_id,
-            method="GET",
-            route=vendor.path,
-            vendor=vendor.name,
-            status=reply.status,
-        )
-        return _response(reply, request_id)
+    async def handler(_: Inbound, __: str) -> Reply:
+        return describe(settings)
 
-    return endpoint
+    return ExtraRoute(vendor.name, vendor.path, "GET", handler)
 
 
 def _extra(
