@@ -379,6 +379,7 @@ class CanvasQuizLog:
         self._positions: dict[int, int] = {}  # partition -> next offset consumed
         self._moved: asyncio.Future[None] | None = None  # done when the positions move next
         self._running = asyncio.Event()  # set while the consumer runs
+        self._ran = False  # the current consumer got as far as consuming (its thread only)
 
     async def start(self) -> None:
         # One thread owns the SQLite connection of the GETs: no call blocks the event loop,
@@ -426,13 +427,13 @@ class CanvasQuizLog:
         backoff = _MIN_BACKOFF_SECONDS
         try:
             while not self._stopping.is_set():
-                ran = [False]
+                self._ran = False
                 try:
-                    self._consume(store, ran)
+                    self._consume(store)
                 except Exception as exc:  # the log must outlive a broker outage or a bad batch
                     # A consumer that ran before failing starts over quickly; one that cannot
                     # even start backs off.
-                    if ran[0]:
+                    if self._ran:
                         backoff = _MIN_BACKOFF_SECONDS
                     log.warning("quiz_log_consumer_failed", error=repr(exc), retry_in=backoff)
                     self._stopping.wait(backoff)
@@ -440,7 +441,7 @@ class CanvasQuizLog:
         finally:
             store.close()
 
-    def _consume(self, store: QuizLogStore, ran: list[bool]) -> None:
+    def _consume(self, store: QuizLogStore) -> None:
         # No group membership (assign, never subscribe; nothing committed to Kafka): every
         # instance reads every partition and keeps its offsets in SQLite.
         consumer = self._client(
@@ -463,7 +464,7 @@ class CanvasQuizLog:
             positions = {p: stored.get(p, 0) for p in partitions}
             self._ends = ends
             self._tell_loop(self._started, dict(positions))
-            ran[0] = True
+            self._ran = True
             persisted, persisted_at = dict(stored), time.monotonic()
             checked_at = persisted_at
             while not self._stopping.is_set():
