@@ -354,6 +354,11 @@ def median(values: list[float]) -> float:
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
+def median_run(runs: list[Outcome]) -> Outcome:
+    """The run with the median req/s (the upper one of an even count)."""
+    return sorted(runs, key=lambda run: run.rps)[len(runs) // 2]
+
+
 def throughput_table(rounds: list[list[Outcome]]) -> str:
     """One row per planned run: the round with the median req/s, the range over the rounds, and
     ratios taken within each round (ceiling, naive and gateway measured minutes apart, not
@@ -369,7 +374,7 @@ def throughput_table(rounds: list[list[Outcome]]) -> str:
     ]
     for index in range(len(plan)):
         runs = [r[index] for r in rounds]
-        o = sorted(runs, key=lambda run: run.rps)[len(runs) // 2]
+        o = median_run(runs)
         vs_ceiling = median([r[index].rps / r[ceiling].rps for r in rounds])
         vs_naive = median([r[index].rps / r[naive].rps for r in rounds])
         spread = f"{min(r.rps for r in runs):,.0f}-{max(r.rps for r in runs):,.0f}"
@@ -441,11 +446,11 @@ def main() -> int:
             )
             rounds[-1].append(bench.measure(target, workers, payload))
     outcomes = [o for r in rounds for o in r]
-    top = next(
-        sorted((r[i] for r in rounds), key=lambda o: o.rps)[len(rounds) // 2]
-        for i, o in enumerate(rounds[0])
-        if o.target == "gateway" and o.workers == 1
+    one = next(i for i, o in enumerate(rounds[0]) if o.target == "gateway" and o.workers == 1)
+    many = next(
+        i for i, o in enumerate(rounds[0]) if o.target == "gateway" and o.workers == args.workers
     )
+    top = median_run([r[one] for r in rounds])
     # Half the maximum rate, paced: each connection waits between its requests. A short
     # probe tells how much of a connection's cycle the request itself takes.
     target_rps = top.rps / 2
@@ -475,10 +480,6 @@ def main() -> int:
     report.append(
         f"p99 at half the gateway's maximum rate: {paced.p99_ms:.1f} ms at {paced.rps:,.0f} "
         f"req/s (p50 {paced.p50_ms:.1f} ms, {paced.errors} errors)"
-    )
-    one = next(i for i, o in enumerate(rounds[0]) if o.target == "gateway" and o.workers == 1)
-    many = next(
-        i for i, o in enumerate(rounds[0]) if o.target == "gateway" and o.workers == args.workers
     )
     scaling = median([r[many].rps / r[one].rps for r in rounds])
     cpu_one = median([r[one].cpu_us_per_request for r in rounds])
