@@ -1,4 +1,4 @@
-"""An asyncio face for librdkafka's producer (confluent-kafka): send returns a future of the ack.
+"""An asyncio face for librdkafka's producer (confluent-kafka): send returns a future of the acks.
 
 Why not aiokafka here (it stays for consumers and topic admin): aiokafka builds, compresses and
 sends batches in Python on the event loop, about 200 us of the loop's time per 3-record request;
@@ -20,6 +20,7 @@ from typing import Any, Final
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from gateway.kafka_log import ClientLog
+from gateway.records import OutRecord
 from gateway.settings import KafkaSettings
 
 _POLL_SECONDS: Final = 0.1
@@ -51,6 +52,7 @@ class AsyncProducer:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._acks: list[tuple[asyncio.Future[None], Any]] = []  # filled by the poll thread
+        self._lock = threading.Lock()
 
     async def start(self, seconds: float) -> None:
         """Create the client and check that the cluster answers within `seconds`."""
@@ -65,25 +67,41 @@ class AsyncProducer:
         self._thread = threading.Thread(target=self._poll, name="kafka-producer-poll", daemon=True)
         self._thread.start()
 
-    def send(
-        self, topic: str, value: bytes, key: bytes | None, headers: Sequence[tuple[str, bytes]]
-    ) -> asyncio.Future[None]:
-        """Queue one record; the future completes with its ack (or a ProducerError)."""
+    def send(self, records: Sequence[OutRecord]) -> asyncio.Future[None]:
+        """Queue records; the future completes when the last is acknowledged, or fails with the
+        first failure (a ProducerError). Raises ProducerError if a record is not even queued."""
         producer, loop = self._producer, self._loop
         if producer is None or loop is None:
             raise ProducerError("the producer is not started")
         future: asyncio.Future[None] = loop.create_future()
+        # One future and one callback for all of a request's records: a future, a callback and a
+        # gather per record cost the event loop more than the records' own production.
+        waiting = len(records)
+
+        def on_delivery(error: KafkaError | None, _message: Any) -> None:
+            # Runs inside poll() or flush(), which at shutdown may run at the same time in two
+            # threads: the count is kept under a lock, the ack goes to the list of the moment.
+            nonlocal waiting
+            with self._lock:
+                if waiting <= 0:  # already failed
+                    return
+                waiting = waiting - 1 if error is None else 0
+                if waiting == 0:
+                    self._acks.append((future, error))
+
         try:
-            producer.produce(
-                topic,
-                value,
-                key,
-                headers=list(headers),
-                # Runs inside poll() or flush(): on the list of the moment, never a taken one.
-                on_delivery=lambda error, _message: self._acks.append((future, error)),
-            )
+            for record in records:
+                producer.produce(
+                    record.topic,
+                    record.value,
+                    record.key,
+                    headers=list(record.headers),
+                    on_delivery=on_delivery,
+                )
         except (BufferError, KafkaException) as exc:  # local queue full, record too large
             raise ProducerError(f"Kafka did not take the record: {exc}") from exc
+        if not records:
+            future.set_result(None)
         return future
 
     async def metadata(self, seconds: float) -> None:
@@ -132,8 +150,9 @@ class AsyncProducer:
                     return
 
     def _take_acks(self) -> list[tuple[asyncio.Future[None], Any]]:
-        # Swapped, not copied: the callbacks append from this same thread (inside poll).
-        acks, self._acks = self._acks, []
+        # Swapped, not copied, under the callbacks' lock: none appends to a list already taken.
+        with self._lock:
+            acks, self._acks = self._acks, []
         return acks
 
     @staticmethod
