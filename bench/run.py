@@ -1,5 +1,6 @@
-"""`make bench`: the gateway against the HTTP ceiling and a naive gateway, over real HTTP and a
-real broker, driven by a load generator that is not Python (wrk).
+"""`make bench`: the gateway against the HTTP ceiling, the floor (the least this stack does for a
+request) and a naive gateway, over real HTTP and a real broker, driven by a load generator that is
+not Python (wrk).
 
 For each run: start an empty embedded broker and the server, warm up, drive it with wrk for a
 fixed time with ids unique per request, sample the server's memory and CPU, then check that Kafka
@@ -359,24 +360,28 @@ def median_run(runs: list[Outcome]) -> Outcome:
     return sorted(runs, key=lambda run: run.rps)[len(runs) // 2]
 
 
+def index(rounds: list[list[Outcome]], target: str, workers: int) -> int:
+    """Where a planned run sits in every round."""
+    return next(i for i, o in enumerate(rounds[0]) if o.target == target and o.workers == workers)
+
+
 def throughput_table(rounds: list[list[Outcome]]) -> str:
     """One row per planned run: the round with the median req/s, the range over the rounds, and
     ratios taken within each round (ceiling, naive and gateway measured minutes apart, not
     across the whole bench) and then their median."""
     plan = rounds[0]
-    ceiling = next(i for i, o in enumerate(plan) if o.target == "ceiling" and o.workers == 1)
-    naive = next(i for i, o in enumerate(plan) if o.target == "naive")
+    ceiling, naive = index(rounds, "ceiling", 1), index(rounds, "naive", 1)
     lines = [
         "| target | payload | workers | req/s (median) | req/s (range) | events/s | p50 ms "
         "| p99 ms | errors | CPU us/req | peak RSS MB | events acked | records in Kafka "
         "| vs ceiling | vs naive |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for index in range(len(plan)):
-        runs = [r[index] for r in rounds]
+    for planned in range(len(plan)):
+        runs = [r[planned] for r in rounds]
         o = median_run(runs)
-        vs_ceiling = median([r[index].rps / r[ceiling].rps for r in rounds])
-        vs_naive = median([r[index].rps / r[naive].rps for r in rounds])
+        vs_ceiling = median([r[planned].rps / r[ceiling].rps for r in rounds])
+        vs_naive = median([r[planned].rps / r[naive].rps for r in rounds])
         spread = f"{min(r.rps for r in runs):,.0f}-{max(r.rps for r in runs):,.0f}"
         in_kafka = "-" if o.records_in_kafka is None else f"{o.records_in_kafka:,}"
         lines.append(
@@ -387,6 +392,25 @@ def throughput_table(rounds: list[list[Outcome]]) -> str:
             f"| {vs_ceiling:.2f}x | {vs_naive:.1f}x |"
         )
     return "\n".join(lines)
+
+
+def ratio_lines(rounds: list[list[Outcome]], workers: int) -> list[str]:
+    """The floor against the ceiling and the gateway against the floor, and the gateway's
+    scaling with workers: medians of ratios taken within each round."""
+    ceiling, floor = index(rounds, "ceiling", 1), index(rounds, "floor", 1)
+    one, many = index(rounds, "gateway", 1), index(rounds, "gateway", workers)
+    floor_share = median([r[floor].rps / r[ceiling].rps for r in rounds])
+    gateway_share = median([r[one].rps / r[floor].rps for r in rounds])
+    scaling = median([r[many].rps / r[one].rps for r in rounds])
+    cpu_one = median([r[one].cpu_us_per_request for r in rounds])
+    cpu_many = median([r[many].cpu_us_per_request for r in rounds])
+    return [
+        f"floor (parse, validate, produce, await the acks; nothing else): {floor_share:.2f}x the "
+        f"ceiling; the gateway {gateway_share:.2f}x the floor (medians of the rounds' ratios)",
+        f"scaling: {workers} workers give {scaling:.2f}x one worker's req/s (median of the "
+        f"rounds); CPU per request {cpu_one:,.0f} us with 1, {cpu_many:,.0f} us with {workers} "
+        f"(the {os.cpu_count()} cores are shared with wrk and the broker)",
+    ]
 
 
 def soak_line(outcome: Outcome) -> str:
@@ -428,6 +452,7 @@ def main() -> int:
     plan = [
         ("ceiling", 1, caliper),
         ("naive", 1, caliper),
+        ("floor", 1, caliper),
         ("gateway", 1, caliper),
         ("gateway", 1, payloads.canvas()),
         ("gateway", 1, payloads.pearson(60_000)),
@@ -446,11 +471,7 @@ def main() -> int:
             )
             rounds[-1].append(bench.measure(target, workers, payload))
     outcomes = [o for r in rounds for o in r]
-    one = next(i for i, o in enumerate(rounds[0]) if o.target == "gateway" and o.workers == 1)
-    many = next(
-        i for i, o in enumerate(rounds[0]) if o.target == "gateway" and o.workers == args.workers
-    )
-    top = median_run([r[one] for r in rounds])
+    top = median_run([r[index(rounds, "gateway", 1)] for r in rounds])
     # Half the maximum rate, paced: each connection waits between its requests. A short
     # probe tells how much of a connection's cycle the request itself takes.
     target_rps = top.rps / 2
@@ -481,14 +502,7 @@ def main() -> int:
         f"p99 at half the gateway's maximum rate: {paced.p99_ms:.1f} ms at {paced.rps:,.0f} "
         f"req/s (p50 {paced.p50_ms:.1f} ms, {paced.errors} errors)"
     )
-    scaling = median([r[many].rps / r[one].rps for r in rounds])
-    cpu_one = median([r[one].cpu_us_per_request for r in rounds])
-    cpu_many = median([r[many].cpu_us_per_request for r in rounds])
-    report.append(
-        f"scaling: {args.workers} workers give {scaling:.2f}x one worker's req/s (median of the "
-        f"rounds); CPU per request {cpu_one:,.0f} us with 1, {cpu_many:,.0f} us with "
-        f"{args.workers} (the {os.cpu_count()} cores are shared with wrk and the broker)"
-    )
+    report += ratio_lines(rounds, args.workers)
     if soak is not None:
         report.append(soak_line(soak))
     text = "\n".join(report)
