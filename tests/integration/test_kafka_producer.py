@@ -1,0 +1,77 @@
+"""The librdkafka producer's asyncio face against the embedded broker: one future per batch of
+records completes when all are in Kafka, and fails (never hangs) when they cannot be."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gateway.broker import start_broker, stop_broker
+from gateway.kafka_producer import AsyncProducer, ProducerError
+from gateway.records import OutRecord
+from gateway.settings import KafkaSettings
+from tests.integration.conftest import TopicReader, free_port
+
+MAX_RECORD_BYTES = 64 * 1024
+
+
+def settings(bootstrap: str, timeout: float = 10.0) -> KafkaSettings:
+    return dataclasses.replace(
+        KafkaSettings(),
+        bootstrap_servers=bootstrap,
+        enable_idempotence=False,  # the embedded broker has no InitProducerId
+        publish_timeout_seconds=timeout,
+    )
+
+
+@pytest.fixture
+async def producer(broker: str) -> AsyncIterator[AsyncProducer]:
+    started = AsyncProducer(settings(broker), MAX_RECORD_BYTES)
+    await started.start(10)
+    yield started
+    await started.flush(5)
+    await started.stop()
+
+
+async def test_one_future_completes_once_every_record_of_the_batch_is_in_kafka(
+    producer: AsyncProducer, kafka: TopicReader
+) -> None:
+    topic = f"test.producer.{uuid.uuid4().hex[:8]}"
+    sent = [
+        OutRecord(topic, f"key-{n}".encode(), f"value-{n}".encode(), (("n", str(n).encode()),))
+        for n in range(3)
+    ]
+    await asyncio.wait_for(producer.send(sent), 15)
+    records = await kafka.read(topic, lambda rs: len(rs) >= 3)
+    assert sorted((r.key, r.value, r.headers) for r in records) == [
+        (f"key-{n}".encode(), f"value-{n}".encode(), {"n": str(n).encode()}) for n in range(3)
+    ]
+
+
+async def test_a_record_too_large_to_queue_is_refused_at_once(producer: AsyncProducer) -> None:
+    huge = OutRecord("test.producer.huge", b"k", b"x" * (MAX_RECORD_BYTES + 1))
+    with pytest.raises(ProducerError, match="did not take the record"):
+        producer.send([OutRecord("test.producer.huge", b"k", b"small"), huge])
+
+
+async def test_a_batch_kafka_never_acknowledges_fails_within_the_publish_timeout() -> None:
+    port = free_port()
+    process = start_broker(port, quiet=True)
+    producer = AsyncProducer(settings(f"127.0.0.1:{port}", timeout=2.0), MAX_RECORD_BYTES)
+    try:
+        await producer.start(10)
+        stop_broker(process)  # gone before the records are sent
+        batch = [OutRecord("test.producer.lost", b"k", f"v{n}".encode()) for n in range(3)]
+        started = time.monotonic()
+        with pytest.raises(ProducerError, match="MSG_TIMED_OUT"):
+            await asyncio.wait_for(producer.send(batch), 15)
+        assert time.monotonic() - started < 10  # librdkafka's message.timeout.ms, not forever
+    finally:
+        stop_broker(process)
+        await producer.flush(0)
+        await producer.stop()
