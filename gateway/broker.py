@@ -30,10 +30,12 @@ def tansu_binary() -> Path:
     return path
 
 
-def broker_command(port: int, host: str = "127.0.0.1") -> list[str]:
-    """The command line of a broker listening (and advertising itself) on host:port."""
+def broker_command(port: int, host: str = "127.0.0.1", advertised: str = "") -> list[str]:
+    """The command line of a broker listening on host:port and advertising itself there, or at
+    `advertised` (host:port) when clients reach it through something in front (a TLS proxy)."""
     url = f"tcp://{host}:{port}"
-    return [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url]
+    told = f"tcp://{advertised}" if advertised else url
+    return [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", told]
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -53,14 +55,14 @@ def wait_until_listening(port: int, host: str = "127.0.0.1", timeout: float = 15
 
 
 def start_broker(
-    port: int, host: str = "127.0.0.1", quiet: bool = False
+    port: int, host: str = "127.0.0.1", quiet: bool = False, advertised: str = ""
 ) -> subprocess.Popen[bytes]:
-    """Start a broker in the background and wait until it listens."""
+    """Start a broker in the background and wait until it listens (see `broker_command`)."""
     if port_in_use(port, host):
         raise ConfigError(f"port {port} on {host} is already in use (is a broker already running?)")
     output = subprocess.DEVNULL if quiet else None
     process = subprocess.Popen(  # noqa: S603  # our own binary, arguments built here
-        broker_command(port, host),
+        broker_command(port, host, advertised),
         stdout=output,
         stderr=output,
         env={**os.environ, "RUST_LOG": "warn"},

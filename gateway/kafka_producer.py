@@ -20,6 +20,7 @@ from typing import Any, Final
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from gateway.kafka_log import ClientLog
+from gateway.kafka_security import librdkafka_options
 from gateway.records import OutRecord
 from gateway.settings import KafkaSettings
 
@@ -46,6 +47,7 @@ class AsyncProducer:
             "message.timeout.ms": int(kafka.publish_timeout_seconds * 1000),
             "partitioner": "murmur2_random",
             "logger": ClientLog(),
+            **librdkafka_options(kafka),
         }
         self._producer: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None

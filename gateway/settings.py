@@ -57,6 +57,17 @@ class KafkaSettings:
     create_topics: bool = True
     topic_partitions: int = 6
     topic_replication_factor: int = 3
+    # How the gateway's Kafka clients connect (gateway/kafka_security.py): managed clusters want
+    # SASL_SSL. The password is read from the variable named here, never from this file.
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str = ""
+    sasl_password_env: str = "KAFKA_SASL_PASSWORD"  # noqa: S105  # a variable's name
+    # PEM files: the CA bundle brokers' certificates are checked against (default: the system's),
+    # and a client certificate with its unencrypted key for clusters that authenticate by TLS.
+    ssl_ca_file: str = ""
+    ssl_cert_file: str = ""
+    ssl_key_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -296,6 +307,8 @@ _SECTIONS: dict[str, type[Any]] = {
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "kafka.compression": ("none", "gzip", "lz4", "zstd"),
+    "kafka.security_protocol": ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+    "kafka.sasl_mechanism": ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
     "logging.level": ("debug", "info", "warning", "error"),
     "logging.format": ("json", "console"),
     "privacy.policy": PRIVACY_POLICIES,
@@ -351,6 +364,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         name: _build(cls, _table(raw.get(name, {}), name), name, env)
         for name, cls in _SECTIONS.items()
     }
+    _check_kafka_security(sections["kafka"], env)
     tenants = _tenants(raw.get("tenants", []), env, sections["privacy"])
     return Settings(tenants=tenants, **sections)
 
@@ -427,6 +441,31 @@ def _check_value(key: str, value: Any) -> None:
         raise ConfigError(f"{key} must be positive, not {value!r}")
     if isinstance(value, str) and not value and key.startswith("kafka."):
         raise ConfigError(f"{key} must not be empty")
+
+
+def _check_kafka_security(kafka: KafkaSettings, env: Mapping[str, str]) -> None:
+    """Refuse at start-up what would only fail at the first connection: SASL without its
+    credentials, TLS files that are not there, a certificate without its key."""
+    if kafka.security_protocol.startswith("SASL_"):
+        if not kafka.sasl_username:
+            raise ConfigError(f"kafka.sasl_username is required with {kafka.security_protocol}")
+        if not env.get(kafka.sasl_password_env):
+            raise ConfigError(
+                f"the Kafka SASL password is read from ${kafka.sasl_password_env} "
+                "(kafka.sasl_password_env), which is not set"
+            )
+    files = {
+        "kafka.ssl_ca_file": kafka.ssl_ca_file,
+        "kafka.ssl_cert_file": kafka.ssl_cert_file,
+        "kafka.ssl_key_file": kafka.ssl_key_file,
+    }
+    for key, path in files.items():
+        if path and not kafka.security_protocol.endswith("SSL"):
+            raise ConfigError(f"{key} is set but kafka.security_protocol is not SSL or SASL_SSL")
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{key}: {path} is not a file")
+    if bool(kafka.ssl_cert_file) != bool(kafka.ssl_key_file):
+        raise ConfigError("kafka.ssl_cert_file and kafka.ssl_key_file go together")
 
 
 def _tenants(

@@ -39,6 +39,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from gateway.errors import NotFound
 from gateway.kafka_log import ClientLog
+from gateway.kafka_security import librdkafka_options
 from gateway.settings import Settings
 from gateway.sqlite_store import SqliteStore
 from gateway.vendors import canvas
@@ -503,6 +504,7 @@ class CanvasQuizLog:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "logger": ClientLog(),
+                **librdkafka_options(kafka),
                 **options,
             }
         )

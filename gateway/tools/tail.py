@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from gateway.consumers import stop_consumer
+from gateway.kafka_security import aiokafka_options
 from gateway.settings import Settings
 
 CANONICAL: Final = "canonical"
@@ -124,6 +125,7 @@ async def run_tail(settings: Settings, tail: Tail, printer: Printer) -> int:
         bootstrap_servers=settings.kafka.bootstrap_servers,
         client_id=f"{settings.kafka.client_id}-tail",
         enable_auto_commit=False,
+        **aiokafka_options(settings.kafka),
     )
     try:
         await consumer.start()

@@ -53,8 +53,9 @@ class KafkaRecord:
 class TopicReader:
     """Reads a topic from the beginning, as a downstream consumer would."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, **options: Any) -> None:
         self.bootstrap = bootstrap
+        self.options = options  # aiokafka's connection options (TLS, SASL)
 
     async def read(
         self,
@@ -63,7 +64,9 @@ class TopicReader:
         within: float = 15.0,
     ) -> list[KafkaRecord]:
         """Every record of `topic`, read until `until(records)` holds or `within` seconds pass."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, **self.options
+        )
         await consumer.start()
         try:
             deadline = time.monotonic() + within
