@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import ssl
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -22,6 +25,7 @@ from gateway.kafka_security import aiokafka_options
 from gateway.settings import KafkaSettings
 from tests.certificates import self_signed
 from tests.integration.conftest import (
+    ROOT,
     Gateway,
     KafkaRecord,
     TopicReader,
@@ -148,6 +152,36 @@ async def test_events_reach_a_kafka_that_only_speaks_tls(
     assert [
         line for line in tls_gateway.log_lines() if line.get("event") == "kafka_client_log"
     ] == []
+
+
+async def test_gateway_tail_reads_through_tls(
+    tls_kafka: tuple[str, Path, TlsProxy], tls_gateway: Gateway
+) -> None:
+    address, ca_file, _ = tls_kafka
+    marker = uuid.uuid4().hex
+    async with httpx.AsyncClient(base_url=tls_gateway.url, timeout=30) as client:
+        body = envelope(assessment_started(f"urn:uuid:{marker}"))
+        assert (await client.post("/v1/caliper", json=body, headers=AUTH)).status_code == 200
+    env = {
+        **os.environ,
+        "GATEWAY_CONFIG": str(ROOT / "gateway.dev.toml"),
+        "GATEWAY_KAFKA_BOOTSTRAP_SERVERS": address,
+        "GATEWAY_KAFKA_CANONICAL_TOPIC": tls_gateway.canonical_topic,
+        "GATEWAY_KAFKA_SECURITY_PROTOCOL": "SSL",
+        "GATEWAY_KAFKA_SSL_CA_FILE": str(ca_file),
+    }
+    tail = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "gateway.cli", "tail", "--from-beginning"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert tail.returncode == 0, tail.stderr
+    assert marker in tail.stdout
 
 
 async def test_the_quiz_log_reads_the_topic_through_tls(tls_gateway: Gateway) -> None:
