@@ -17,17 +17,24 @@ from aiokafka.helpers import create_ssl_context
 
 from gateway.settings import KafkaSettings
 
+# The same SASL settings under each library's names.
+_LIBRDKAFKA_SASL = {
+    "mechanism": "sasl.mechanism",
+    "username": "sasl.username",
+    "password": "sasl.password",
+}
+_AIOKAFKA_SASL = {
+    "mechanism": "sasl_mechanism",
+    "username": "sasl_plain_username",
+    "password": "sasl_plain_password",
+}
+
 
 def librdkafka_options(kafka: KafkaSettings, env: Mapping[str, str] = os.environ) -> dict[str, str]:
     """librdkafka configuration properties for `kafka`'s security settings."""
-    options: dict[str, str] = {}
     if kafka.security_protocol == "PLAINTEXT":
-        return options
-    options["security.protocol"] = kafka.security_protocol
-    if kafka.security_protocol.startswith("SASL_"):
-        options["sasl.mechanism"] = kafka.sasl_mechanism
-        options["sasl.username"] = kafka.sasl_username
-        options["sasl.password"] = env.get(kafka.sasl_password_env, "")
+        return {}
+    options = {"security.protocol": kafka.security_protocol, **_sasl(kafka, env, _LIBRDKAFKA_SASL)}
     files = {
         "ssl.ca.location": kafka.ssl_ca_file,
         "ssl.certificate.location": kafka.ssl_cert_file,
@@ -39,14 +46,12 @@ def librdkafka_options(kafka: KafkaSettings, env: Mapping[str, str] = os.environ
 
 def aiokafka_options(kafka: KafkaSettings, env: Mapping[str, str] = os.environ) -> dict[str, Any]:
     """Keyword arguments for an aiokafka client (consumer or admin) for `kafka`'s security."""
-    options: dict[str, Any] = {}
     if kafka.security_protocol == "PLAINTEXT":
-        return options
-    options["security_protocol"] = kafka.security_protocol
-    if kafka.security_protocol.startswith("SASL_"):
-        options["sasl_mechanism"] = kafka.sasl_mechanism
-        options["sasl_plain_username"] = kafka.sasl_username
-        options["sasl_plain_password"] = env.get(kafka.sasl_password_env, "")
+        return {}
+    options: dict[str, Any] = {
+        "security_protocol": kafka.security_protocol,
+        **_sasl(kafka, env, _AIOKAFKA_SASL),
+    }
     if kafka.security_protocol.endswith("SSL"):
         # The system's CAs unless a bundle is named; host names are checked either way.
         options["ssl_context"] = create_ssl_context(
@@ -55,3 +60,15 @@ def aiokafka_options(kafka: KafkaSettings, env: Mapping[str, str] = os.environ) 
             keyfile=kafka.ssl_key_file or None,
         )
     return options
+
+
+def _sasl(kafka: KafkaSettings, env: Mapping[str, str], names: dict[str, str]) -> dict[str, str]:
+    if not kafka.security_protocol.startswith("SASL_"):
+        return {}
+    password = env.get(kafka.sasl_password_env, "")
+    values = {
+        "mechanism": kafka.sasl_mechanism,
+        "username": kafka.sasl_username,
+        "password": password,
+    }
+    return {names[key]: value for key, value in values.items()}

@@ -124,15 +124,21 @@ def tls_gateway(
         stop_gateway(running)
 
 
+async def post_caliper_event(gateway: Gateway) -> str:
+    """Post one Caliper event through `gateway`; returns the marker its id carries."""
+    marker = uuid.uuid4().hex
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        body = envelope(assessment_started(f"urn:uuid:{marker}"))
+        response = await client.post("/v1/caliper", json=body, headers=AUTH)
+    assert response.status_code == 200, response.text
+    return marker
+
+
 async def test_events_reach_a_kafka_that_only_speaks_tls(
     tls_kafka: tuple[str, Path, TlsProxy], tls_gateway: Gateway
 ) -> None:
     address, ca_file, proxy = tls_kafka
-    marker = uuid.uuid4().hex
-    async with httpx.AsyncClient(base_url=tls_gateway.url, timeout=30) as client:
-        body = envelope(assessment_started(f"urn:uuid:{marker}"))
-        response = await client.post("/v1/caliper", json=body, headers=AUTH)
-    assert response.status_code == 200, response.text
+    marker = await post_caliper_event(tls_gateway)
 
     kafka = dataclasses.replace(
         KafkaSettings(),
@@ -158,10 +164,7 @@ async def test_gateway_tail_reads_through_tls(
     tls_kafka: tuple[str, Path, TlsProxy], tls_gateway: Gateway
 ) -> None:
     address, ca_file, _ = tls_kafka
-    marker = uuid.uuid4().hex
-    async with httpx.AsyncClient(base_url=tls_gateway.url, timeout=30) as client:
-        body = envelope(assessment_started(f"urn:uuid:{marker}"))
-        assert (await client.post("/v1/caliper", json=body, headers=AUTH)).status_code == 200
+    marker = await post_caliper_event(tls_gateway)
     env = {
         **os.environ,
         "GATEWAY_CONFIG": str(ROOT / "gateway.dev.toml"),

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.errors import ConfigError
 from gateway.kafka_security import aiokafka_options, librdkafka_options
-from gateway.settings import Settings, load_settings
+from gateway.settings import KafkaSettings, Settings, load_settings
 from tests.certificates import self_signed
 
 PASSWORD = "s3cret-sasl-password"
@@ -20,6 +20,12 @@ def settings_from(tmp_path: Path, kafka: str, env: dict[str, str] | None = None)
     path = tmp_path / "gateway.toml"
     path.write_text("[kafka]\n" + kafka)
     return load_settings(path, environ=env or {})
+
+
+def kafka_from(env: dict[str, str], **settings: str) -> KafkaSettings:
+    """`[kafka]` as loaded from GATEWAY_KAFKA_<NAME> variables beside `env`."""
+    variables = {f"GATEWAY_KAFKA_{name}": value for name, value in settings.items()}
+    return load_settings(None, environ={**env, **variables}).kafka
 
 
 @pytest.fixture
@@ -62,18 +68,15 @@ def test_plaintext_adds_nothing_to_either_client() -> None:
     assert aiokafka_options(kafka) == {}
 
 
-def test_sasl_ssl_is_spelled_for_librdkafka_and_aiokafka(tmp_path: Path, ca_file: Path) -> None:
+def test_sasl_ssl_is_spelled_for_librdkafka_and_aiokafka(ca_file: Path) -> None:
     env = {"KAFKA_SASL_PASSWORD": PASSWORD}
-    kafka = load_settings(
-        None,
-        environ={
-            "GATEWAY_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
-            "GATEWAY_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
-            "GATEWAY_KAFKA_SASL_USERNAME": "gateway",
-            "GATEWAY_KAFKA_SSL_CA_FILE": str(ca_file),
-            **env,
-        },
-    ).kafka
+    kafka = kafka_from(
+        env,
+        SECURITY_PROTOCOL="SASL_SSL",
+        SASL_MECHANISM="SCRAM-SHA-512",
+        SASL_USERNAME="gateway",
+        SSL_CA_FILE=str(ca_file),
+    )
     assert librdkafka_options(kafka, env) == {
         "security.protocol": "SASL_SSL",
         "sasl.mechanism": "SCRAM-SHA-512",
@@ -98,15 +101,12 @@ def test_sasl_ssl_is_spelled_for_librdkafka_and_aiokafka(tmp_path: Path, ca_file
 
 def test_the_password_is_read_from_the_variable_the_settings_name() -> None:
     env = {"MSK_PASSWORD": PASSWORD}
-    kafka = load_settings(
-        None,
-        environ={
-            "GATEWAY_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
-            "GATEWAY_KAFKA_SASL_USERNAME": "gateway",
-            "GATEWAY_KAFKA_SASL_PASSWORD_ENV": "MSK_PASSWORD",
-            **env,
-        },
-    ).kafka
+    kafka = kafka_from(
+        env,
+        SECURITY_PROTOCOL="SASL_PLAINTEXT",
+        SASL_USERNAME="gateway",
+        SASL_PASSWORD_ENV="MSK_PASSWORD",
+    )
     options = librdkafka_options(kafka, env)
     assert options["sasl.password"] == PASSWORD
     assert options["sasl.mechanism"] == "PLAIN"  # the default mechanism
