@@ -1,6 +1,7 @@
-"""The gateway on a Kafka that only speaks TLS: the embedded broker behind a TLS proxy that
-advertises itself, so every connection of every client (librdkafka's producer and quiz-log
-consumer, aiokafka's topic admin and readers) must go through TLS and trust the broker's CA."""
+"""The gateway on a Kafka that only speaks TLS: the embedded broker behind a TLS proxy, with the
+proxy's address as the one it advertises, so every connection of every client (librdkafka's
+producer and quiz-log consumer, aiokafka's topic admin and readers) goes through TLS and must
+trust the test's CA."""
 
 from __future__ import annotations
 
