@@ -225,14 +225,27 @@ def stop_gateway(gateway: Gateway) -> None:
         gateway.process.wait()
 
 
-@pytest.fixture(scope="session")
-def gateway(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    """One gateway for the whole session, with the dev configuration."""
-    running = start_gateway(broker, tmp_path_factory.mktemp("gateway"))
+def running_gateway(
+    broker: str, tmp: Path, extra_env: dict[str, str] | None = None, *, config: str = ""
+) -> Iterator[Gateway]:
+    """A gateway for a fixture to `yield from`: started, yielded, stopped. `config` is TOML
+    written to `tmp` and used instead of the dev configuration."""
+    env = dict(extra_env or {})
+    if config:
+        path = tmp / "gateway.toml"
+        path.write_text(config, encoding="utf-8")
+        env["GATEWAY_CONFIG"] = str(path)
+    running = start_gateway(broker, tmp, env)
     try:
         yield running
     finally:
         stop_gateway(running)
+
+
+@pytest.fixture(scope="session")
+def gateway(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """One gateway for the whole session, with the dev configuration."""
+    yield from running_gateway(broker, tmp_path_factory.mktemp("gateway"))
 
 
 @pytest.fixture

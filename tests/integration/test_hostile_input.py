@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from gateway.limits import MAX_FORM_FIELDS, MAX_JSON_DEPTH, MAX_JSON_ITEMS
-from tests.integration.conftest import TOKEN, Gateway, TopicReader, start_gateway, stop_gateway
+from tests.integration.conftest import TOKEN, Gateway, TopicReader, running_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -180,11 +180,7 @@ def peak_rss(gateway: Gateway) -> int:
 @pytest.fixture(scope="module")
 def own_gateway(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """A gateway of this module's own, so that its peak memory is only what these tests cost."""
-    running = start_gateway(broker, tmp_path_factory.mktemp("hostile"))
-    try:
-        yield running
-    finally:
-        stop_gateway(running)
+    yield from running_gateway(broker, tmp_path_factory.mktemp("hostile"))
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "gzip, identity", "x-unknown"])

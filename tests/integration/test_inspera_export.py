@@ -30,6 +30,7 @@ from tests.integration.conftest import (
     KafkaRecord,
     TopicReader,
     free_port,
+    running_gateway,
     start_gateway,
     stop_gateway,
 )
@@ -199,15 +200,8 @@ async def test_a_host_not_on_the_allow_list_is_never_contacted(
 @pytest.fixture(scope="module")
 def strict_gateway(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """A gateway as in production: https downloads only."""
-    running = start_gateway(
-        broker,
-        tmp_path_factory.mktemp("strict"),
-        {"GATEWAY_INSPERA_ALLOW_HTTP_DOWNLOADS": "false"},
-    )
-    try:
-        yield running
-    finally:
-        stop_gateway(running)
+    env = {"GATEWAY_INSPERA_ALLOW_HTTP_DOWNLOADS": "false"}
+    yield from running_gateway(broker, tmp_path_factory.mktemp("strict"), env)
 
 
 async def test_plain_http_is_refused_outside_dev(
@@ -226,13 +220,8 @@ async def test_plain_http_is_refused_outside_dev(
 @pytest.fixture(scope="module")
 def small_gateway(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """A gateway that takes exports of at most 2 KiB."""
-    running = start_gateway(
-        broker, tmp_path_factory.mktemp("small"), {"GATEWAY_INSPERA_MAX_EXPORT_BYTES": "2048"}
-    )
-    try:
-        yield running
-    finally:
-        stop_gateway(running)
+    env = {"GATEWAY_INSPERA_MAX_EXPORT_BYTES": "2048"}
+    yield from running_gateway(broker, tmp_path_factory.mktemp("small"), env)
 
 
 async def test_an_export_over_the_size_limit_is_refused(

@@ -31,8 +31,7 @@ from tests.integration.conftest import (
     KafkaRecord,
     TopicReader,
     free_port,
-    start_gateway,
-    stop_gateway,
+    running_gateway,
 )
 from tests.integration.test_caliper import AUTH, assessment_started, envelope
 from tests.integration.test_canvas import QuizSubmission, stamped
@@ -118,11 +117,7 @@ def tls_gateway(
 ) -> Iterator[Gateway]:
     address, ca_file, _ = tls_kafka
     env = {"GATEWAY_KAFKA_SECURITY_PROTOCOL": "SSL", "GATEWAY_KAFKA_SSL_CA_FILE": str(ca_file)}
-    running = start_gateway(address, tmp_path_factory.mktemp("tls-gateway"), env)
-    try:
-        yield running
-    finally:
-        stop_gateway(running)
+    yield from running_gateway(address, tmp_path_factory.mktemp("tls-gateway"), env)
 
 
 async def post_caliper_event(gateway: Gateway) -> str:

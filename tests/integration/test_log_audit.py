@@ -20,7 +20,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.integration.conftest import Gateway, start_gateway, stop_gateway
+from tests.integration.conftest import Gateway, running_gateway
 from tests.integration.test_canvas import QuizSubmission, stamped
 from tests.integration.test_inspera import fresh_test_id, sign
 from tests.integration.test_inspera_export import (
@@ -46,11 +46,7 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 @pytest.fixture(scope="module")
 def audited(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     env = {"GATEWAY_LOGGING_LEVEL": "debug"}
-    running = start_gateway(broker, tmp_path_factory.mktemp("audit"), extra_env=env)
-    try:
-        yield running
-    finally:
-        stop_gateway(running)
+    yield from running_gateway(broker, tmp_path_factory.mktemp("audit"), env)
 
 
 def caliper_event(marker: str) -> dict[str, object]:

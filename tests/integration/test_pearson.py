@@ -19,13 +19,7 @@ from cloudevents.core.formats.json import JSONFormat
 
 from gateway.canonical import content_digest, record_id
 from gateway.schemas import SchemaSet
-from tests.integration.conftest import (
-    Gateway,
-    KafkaRecord,
-    TopicReader,
-    start_gateway,
-    stop_gateway,
-)
+from tests.integration.conftest import Gateway, KafkaRecord, TopicReader, running_gateway
 from tests.unit.test_pearson_auth import (
     FORM,
     STUDENT_EXAM_COMPLETED,
@@ -367,15 +361,8 @@ async def test_every_fixture_over_http_gives_its_golden_outcome(
 @pytest.fixture(scope="module")
 def windowed_gateway(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """A gateway that refuses AUTHORIZATION timestamps more than 5 minutes off."""
-    running = start_gateway(
-        broker,
-        tmp_path_factory.mktemp("pearson-window"),
-        {"GATEWAY_PEARSON_MAX_AGE_SECONDS": "300"},
-    )
-    try:
-        yield running
-    finally:
-        stop_gateway(running)
+    env = {"GATEWAY_PEARSON_MAX_AGE_SECONDS": "300"}
+    yield from running_gateway(broker, tmp_path_factory.mktemp("pearson-window"), env)
 
 
 async def test_the_freshness_window_is_configurable(

@@ -15,14 +15,7 @@ import pytest
 
 from gateway.privacy import pseudonym
 from gateway.settings import load_settings
-from tests.integration.conftest import (
-    ROOT,
-    Gateway,
-    KafkaRecord,
-    TopicReader,
-    start_gateway,
-    stop_gateway,
-)
+from tests.integration.conftest import ROOT, Gateway, KafkaRecord, TopicReader, running_gateway
 from tests.integration.test_caliper import AUTH, assessment_started, envelope
 from tests.integration.test_pearson import exam_completed
 from tests.unit.test_pearson_auth import delivery, form
@@ -41,11 +34,7 @@ PERSONAL += [PEARSON["emailAddress"], PEARSON["userName"]]
 
 def started_gateway(broker: str, tmp: Any, policy: dict[str, str]) -> Iterator[Gateway]:
     env = {"GATEWAY_CANONICAL_INCLUDE_ORIGINAL": "true", **policy}
-    running = start_gateway(broker, tmp, extra_env=env)
-    try:
-        yield running
-    finally:
-        stop_gateway(running)
+    yield from running_gateway(broker, tmp, env)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.ratelimit import RateLimited, RateLimiter, TokenBuckets
 from gateway.settings import RateLimitSettings
-from tests.integration.conftest import Gateway, TopicReader, start_gateway, stop_gateway
+from tests.integration.conftest import Gateway, TopicReader, running_gateway
 from tests.integration.test_caliper import assessment_started, envelope
 
 X_TOKEN, Y_TOKEN = "tenant-x-token", "tenant-y-token"
@@ -52,22 +52,15 @@ secret = "{Y_TOKEN}"
 
 def limited_gateway(
     broker: str, tmp_path_factory: pytest.TempPathFactory, limits: dict[str, str]
-) -> Gateway:
-    tmp = tmp_path_factory.mktemp("ratelimit")
-    config = tmp / "gateway.toml"
-    config.write_text(CONFIG, encoding="utf-8")
-    env = {"GATEWAY_CONFIG": str(config), "GATEWAY_RATE_LIMIT_ENABLED": "true", **limits}
-    return start_gateway(broker, tmp, env)
+) -> Iterator[Gateway]:
+    env = {"GATEWAY_RATE_LIMIT_ENABLED": "true", **limits}
+    yield from running_gateway(broker, tmp_path_factory.mktemp("ratelimit"), env, config=CONFIG)
 
 
 @pytest.fixture(scope="module")
 def per_sender(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     limits = {"GATEWAY_RATE_LIMIT_RATE_PER_SECOND": SLOW, "GATEWAY_RATE_LIMIT_BURST": "2"}
-    running = limited_gateway(broker, tmp_path_factory, limits)
-    try:
-        yield running
-    finally:
-        stop_gateway(running)
+    yield from limited_gateway(broker, tmp_path_factory, limits)
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +69,7 @@ def per_client(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "GATEWAY_RATE_LIMIT_FAILED_AUTH_RATE_PER_SECOND": SLOW,
         "GATEWAY_RATE_LIMIT_FAILED_AUTH_BURST": "2",
     }
-    running = limited_gateway(broker, tmp_path_factory, limits)
-    try:
-        yield running
-    finally:
-        stop_gateway(running)
+    yield from limited_gateway(broker, tmp_path_factory, limits)
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -19,7 +19,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import Gateway, TopicReader, start_gateway, stop_gateway
+from tests.integration.conftest import Gateway, TopicReader, running_gateway
 from tests.integration.test_caliper import assessment_started, envelope
 from tests.integration.test_inspera import notification
 
@@ -65,15 +65,8 @@ secrets_env = "TENANT_B_CALIPER_TOKENS"
 
 @pytest.fixture(scope="module")
 def tenancy(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    tmp = tmp_path_factory.mktemp("tenancy")
-    config = tmp / "gateway.toml"
-    config.write_text(CONFIG, encoding="utf-8")
-    env = {"GATEWAY_CONFIG": str(config), "TENANT_B_CALIPER_TOKENS": f"{B_OLD},{B_NEW}"}
-    running = start_gateway(broker, tmp, env)
-    try:
-        yield running
-    finally:
-        stop_gateway(running)
+    env = {"TENANT_B_CALIPER_TOKENS": f"{B_OLD},{B_NEW}"}
+    yield from running_gateway(broker, tmp_path_factory.mktemp("tenancy"), env, config=CONFIG)
 
 
 @pytest.fixture

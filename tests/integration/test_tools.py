@@ -28,15 +28,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from gateway.schemas import SCHEMA_DIR
-from tests.integration.conftest import (
-    ROOT,
-    TOKEN,
-    Gateway,
-    TopicReader,
-    free_port,
-    start_gateway,
-    stop_gateway,
-)
+from tests.integration.conftest import ROOT, TOKEN, Gateway, TopicReader, free_port, running_gateway
 from tests.integration.test_caliper import assessment_started, envelope
 from tests.integration.test_cli import read_until
 
@@ -59,11 +51,7 @@ class Posted:
 
 @pytest.fixture(scope="module")
 def tools_gateway(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    running = start_gateway(broker, tmp_path_factory.mktemp("tools"))
-    try:
-        yield running
-    finally:
-        stop_gateway(running)
+    yield from running_gateway(broker, tmp_path_factory.mktemp("tools"))
 
 
 def command_env(broker: str, gateway: Gateway) -> dict[str, str]:
