@@ -19,8 +19,7 @@ from typing import Any, Final
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from gateway.kafka_log import ClientLog
-from gateway.kafka_security import librdkafka_options
+from gateway.kafka_security import librdkafka_connection
 from gateway.records import OutRecord
 from gateway.settings import KafkaSettings
 
@@ -36,8 +35,7 @@ class AsyncProducer:
 
     def __init__(self, kafka: KafkaSettings, max_record_bytes: int) -> None:
         self._config: dict[str, Any] = {
-            "bootstrap.servers": kafka.bootstrap_servers,
-            "client.id": kafka.client_id,
+            **librdkafka_connection(kafka, kafka.client_id),
             "acks": "all",
             "enable.idempotence": kafka.enable_idempotence,
             "compression.type": kafka.compression,
@@ -46,8 +44,6 @@ class AsyncProducer:
             "message.max.bytes": max_record_bytes,
             "message.timeout.ms": int(kafka.publish_timeout_seconds * 1000),
             "partitioner": "murmur2_random",
-            "logger": ClientLog(),
-            **librdkafka_options(kafka),
         }
         self._producer: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -1,10 +1,11 @@
-"""How the gateway's Kafka clients connect: TLS and SASL options for both client libraries.
+"""How the gateway's Kafka clients connect: the brokers, TLS and SASL, for both client libraries.
 
 librdkafka (the producer, the Canvas quiz-log consumer) and aiokafka (topic admin, `gateway tail`,
-`gateway replay`) spell the same settings differently; both are built here from `[kafka]`, so
-every client of the gateway connects the same way. With PLAINTEXT (the default, and the embedded
-broker's) nothing is added. The SASL password is read from the environment variable the settings
-name, when a client is built: it is in no settings object, log line or error message.
+`gateway replay`) spell the same settings differently; every client is given its connection by
+one of the two functions here, so none can reach the brokers any other way. With PLAINTEXT (the
+default, and the embedded broker's) only the brokers are named. The SASL password is read from
+the environment variable the settings name, when a client is built: it is in no settings object,
+log line or error message.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from aiokafka.helpers import create_ssl_context
 
+from gateway.kafka_log import ClientLog
 from gateway.settings import KafkaSettings
 
 # The same SASL settings under each library's names.
@@ -30,11 +32,19 @@ _AIOKAFKA_SASL = {
 }
 
 
-def librdkafka_options(kafka: KafkaSettings, env: Mapping[str, str] = os.environ) -> dict[str, str]:
-    """librdkafka configuration properties for `kafka`'s security settings."""
+def librdkafka_connection(
+    kafka: KafkaSettings, client_id: str, env: Mapping[str, str] = os.environ
+) -> dict[str, Any]:
+    """librdkafka configuration properties: brokers, client id, log hand-over and security."""
+    options: dict[str, Any] = {
+        "bootstrap.servers": kafka.bootstrap_servers,
+        "client.id": client_id,
+        "logger": ClientLog(),
+    }
     if kafka.security_protocol == "PLAINTEXT":
-        return {}
-    options = {"security.protocol": kafka.security_protocol, **_sasl(kafka, env, _LIBRDKAFKA_SASL)}
+        return options
+    options["security.protocol"] = kafka.security_protocol
+    options.update(_sasl(kafka, env, _LIBRDKAFKA_SASL))
     files = {
         "ssl.ca.location": kafka.ssl_ca_file,
         "ssl.certificate.location": kafka.ssl_cert_file,
@@ -44,14 +54,15 @@ def librdkafka_options(kafka: KafkaSettings, env: Mapping[str, str] = os.environ
     return options
 
 
-def aiokafka_options(kafka: KafkaSettings, env: Mapping[str, str] = os.environ) -> dict[str, Any]:
-    """Keyword arguments for an aiokafka client (consumer or admin) for `kafka`'s security."""
+def aiokafka_connection(
+    kafka: KafkaSettings, env: Mapping[str, str] = os.environ
+) -> dict[str, Any]:
+    """Keyword arguments for an aiokafka client (consumer or admin): brokers and security."""
+    options: dict[str, Any] = {"bootstrap_servers": kafka.bootstrap_servers}
     if kafka.security_protocol == "PLAINTEXT":
-        return {}
-    options: dict[str, Any] = {
-        "security_protocol": kafka.security_protocol,
-        **_sasl(kafka, env, _AIOKAFKA_SASL),
-    }
+        return options
+    options["security_protocol"] = kafka.security_protocol
+    options.update(_sasl(kafka, env, _AIOKAFKA_SASL))
     if kafka.security_protocol.endswith("SSL"):
         # The system's CAs unless a bundle is named; host names are checked either way.
         options["ssl_context"] = create_ssl_context(

@@ -24,7 +24,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from gateway.errors import BrokerUnavailable, GatewayError
 from gateway.kafka_producer import AsyncProducer, ProducerError
-from gateway.kafka_security import aiokafka_options
+from gateway.kafka_security import aiokafka_connection
 from gateway.records import OutRecord
 from gateway.settings import KafkaSettings, ServerSettings, SpoolSettings
 from gateway.spool import Spool
@@ -266,11 +266,7 @@ class Publisher:
 
     async def _ensure_topics(self) -> None:
         kafka = self._kafka
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=kafka.bootstrap_servers,
-            client_id=kafka.client_id,
-            **aiokafka_options(kafka),
-        )
+        admin = AIOKafkaAdminClient(client_id=kafka.client_id, **aiokafka_connection(kafka))
         await admin.start()
         try:
             existing = set(await admin.list_topics())

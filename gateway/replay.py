@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from gateway.canonical import NormalizeContext, parse_time
 from gateway.consumers import stop_consumer
 from gateway.errors import GatewayError, NormalizeError
-from gateway.kafka_security import aiokafka_options
+from gateway.kafka_security import aiokafka_connection
 from gateway.pipeline import Pipeline, RequestStats, normalize_items, split_request
 from gateway.publisher import Publisher
 from gateway.schemas import SchemaSet
@@ -98,11 +98,7 @@ def rebuild(letter: dict[str, Any], vendor: Vendor, schemas: SchemaSet) -> list[
 async def read_dead_letters(settings: Settings) -> list[dict[str, Any]]:
     """Every letter now in the dead-letter topic, oldest first per partition."""
     topic = settings.kafka.deadletter_topic
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        enable_auto_commit=False,
-        **aiokafka_options(settings.kafka),
-    )
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, **aiokafka_connection(settings.kafka))
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]

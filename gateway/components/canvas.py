@@ -38,8 +38,7 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from gateway.errors import NotFound
-from gateway.kafka_log import ClientLog
-from gateway.kafka_security import librdkafka_options
+from gateway.kafka_security import librdkafka_connection
 from gateway.settings import Settings
 from gateway.sqlite_store import SqliteStore
 from gateway.vendors import canvas
@@ -498,13 +497,10 @@ class CanvasQuizLog:
         kafka = self._settings.kafka
         return Consumer(
             {
-                "bootstrap.servers": kafka.bootstrap_servers,
-                "client.id": f"{kafka.client_id}-canvas-quiz-log",
+                **librdkafka_connection(kafka, f"{kafka.client_id}-canvas-quiz-log"),
                 "group.id": f"{kafka.client_id}-canvas-quiz-log",  # required, never joined
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
-                "logger": ClientLog(),
-                **librdkafka_options(kafka),
                 **options,
             }
         )

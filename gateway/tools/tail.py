@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from gateway.consumers import stop_consumer
-from gateway.kafka_security import aiokafka_options
+from gateway.kafka_security import aiokafka_connection
 from gateway.settings import Settings
 
 CANONICAL: Final = "canonical"
@@ -122,10 +122,9 @@ def tail_command(settings: Settings, tail: Tail) -> int:
 async def run_tail(settings: Settings, tail: Tail, printer: Printer) -> int:
     """Print what was asked for; returns the exit code."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
         client_id=f"{settings.kafka.client_id}-tail",
         enable_auto_commit=False,
-        **aiokafka_options(settings.kafka),
+        **aiokafka_connection(settings.kafka),
     )
     try:
         await consumer.start()

@@ -55,7 +55,7 @@ class TopicReader:
 
     def __init__(self, bootstrap: str, **options: Any) -> None:
         self.bootstrap = bootstrap
-        self.options = options  # aiokafka's connection options (TLS, SASL)
+        self.options = options  # aiokafka's connection options (TLS, SASL), as the gateway's
 
     async def read(
         self,
@@ -64,9 +64,8 @@ class TopicReader:
         within: float = 15.0,
     ) -> list[KafkaRecord]:
         """Every record of `topic`, read until `until(records)` holds or `within` seconds pass."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, **self.options
-        )
+        connection = {"bootstrap_servers": self.bootstrap, **self.options}
+        consumer = AIOKafkaConsumer(enable_auto_commit=False, **connection)
         await consumer.start()
         try:
             deadline = time.monotonic() + within

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaConnectionError
 
 from gateway.broker import start_broker, stop_broker
-from gateway.kafka_security import aiokafka_options
+from gateway.kafka_security import aiokafka_connection
 from gateway.settings import KafkaSettings
 from tests.certificates import self_signed
 from tests.integration.conftest import (
@@ -142,7 +142,7 @@ async def test_events_reach_a_kafka_that_only_speaks_tls(
         security_protocol="SSL",
         ssl_ca_file=str(ca_file),
     )
-    reader = TopicReader(address, **aiokafka_options(kafka))
+    reader = TopicReader(address, **aiokafka_connection(kafka))
 
     def ours(records: list[KafkaRecord]) -> bool:
         return any(marker.encode() in r.value for r in records)

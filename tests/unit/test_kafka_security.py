@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.kafka_security import aiokafka_options, librdkafka_options
+from gateway.kafka_log import ClientLog
+from gateway.kafka_security import aiokafka_connection, librdkafka_connection
 from gateway.settings import KafkaSettings, Settings, load_settings
 from tests.certificates import self_signed
 
@@ -62,10 +63,12 @@ def test_incomplete_security_settings_are_refused_at_start_up(
     assert message in raised.value.message
 
 
-def test_plaintext_adds_nothing_to_either_client() -> None:
+def test_plaintext_names_only_the_brokers_to_either_client() -> None:
     kafka = load_settings(None, environ={}).kafka
-    assert librdkafka_options(kafka) == {}
-    assert aiokafka_options(kafka) == {}
+    options = librdkafka_connection(kafka, "gw")
+    assert isinstance(options.pop("logger"), ClientLog)  # librdkafka's lines go to our log
+    assert options == {"bootstrap.servers": "127.0.0.1:9092", "client.id": "gw"}
+    assert aiokafka_connection(kafka) == {"bootstrap_servers": "127.0.0.1:9092"}
 
 
 def test_sasl_ssl_is_spelled_for_librdkafka_and_aiokafka(ca_file: Path) -> None:
@@ -77,16 +80,21 @@ def test_sasl_ssl_is_spelled_for_librdkafka_and_aiokafka(ca_file: Path) -> None:
         SASL_USERNAME="gateway",
         SSL_CA_FILE=str(ca_file),
     )
-    assert librdkafka_options(kafka, env) == {
+    options = librdkafka_connection(kafka, "gw", env)
+    assert isinstance(options.pop("logger"), ClientLog)
+    assert options == {
+        "bootstrap.servers": "127.0.0.1:9092",
+        "client.id": "gw",
         "security.protocol": "SASL_SSL",
         "sasl.mechanism": "SCRAM-SHA-512",
         "sasl.username": "gateway",
         "sasl.password": PASSWORD,
         "ssl.ca.location": str(ca_file),
     }
-    options = aiokafka_options(kafka, env)
+    options = aiokafka_connection(kafka, env)
     context = options.pop("ssl_context")
     assert options == {
+        "bootstrap_servers": "127.0.0.1:9092",
         "security_protocol": "SASL_SSL",
         "sasl_mechanism": "SCRAM-SHA-512",
         "sasl_plain_username": "gateway",
@@ -107,8 +115,8 @@ def test_the_password_is_read_from_the_variable_the_settings_name() -> None:
         SASL_USERNAME="gateway",
         SASL_PASSWORD_ENV="MSK_PASSWORD",
     )
-    options = librdkafka_options(kafka, env)
+    options = librdkafka_connection(kafka, "gw", env)
     assert options["sasl.password"] == PASSWORD
     assert options["sasl.mechanism"] == "PLAIN"  # the default mechanism
     assert "ssl.ca.location" not in options
-    assert "ssl_context" not in aiokafka_options(kafka, env)  # no TLS without SSL
+    assert "ssl_context" not in aiokafka_connection(kafka, env)  # no TLS without SSL
