@@ -30,12 +30,21 @@ def tansu_binary() -> Path:
     return path
 
 
-def broker_command(port: int, host: str = "127.0.0.1", advertised: str = "") -> list[str]:
+def broker_command(
+    port: int, host: str = "127.0.0.1", advertised: str = "", schemas: bool = False
+) -> list[str]:
     """The command line of a broker listening on host:port and advertising itself there, or at
-    `advertised` (host:port) when clients reach it through something in front (a TLS proxy)."""
+    `advertised` (host:port) when clients reach it through something in front (a TLS proxy).
+    `schemas`: the broker validates records against `<topic>.json` JSON Schemas in its working
+    directory, refusing records that do not match (as a broker-side schema registry does)."""
     url = f"tcp://{host}:{port}"
     told = f"tcp://{advertised}" if advertised else url
-    return [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", told]
+    command = [str(tansu_binary()), "broker", "--listener-url", url]
+    command += ["--advertised-listener-url", told]
+    if schemas:
+        # Tansu reads file:// URLs relative to its working directory.
+        command += ["--schema-registry", "file://."]
+    return command
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -55,17 +64,23 @@ def wait_until_listening(port: int, host: str = "127.0.0.1", timeout: float = 15
 
 
 def start_broker(
-    port: int, host: str = "127.0.0.1", quiet: bool = False, advertised: str = ""
+    port: int,
+    host: str = "127.0.0.1",
+    quiet: bool = False,
+    advertised: str = "",
+    schemas: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start a broker in the background and wait until it listens (see `broker_command`)."""
+    """Start a broker in the background and wait until it listens (see `broker_command`;
+    `schemas`: a directory of `<topic>.json` schemas its records must match)."""
     if port_in_use(port, host):
         raise ConfigError(f"port {port} on {host} is already in use (is a broker already running?)")
     output = subprocess.DEVNULL if quiet else None
     process = subprocess.Popen(  # noqa: S603  # our own binary, arguments built here
-        broker_command(port, host, advertised),
+        broker_command(port, host, advertised, schemas=schemas is not None),
         stdout=output,
         stderr=output,
         env={**os.environ, "RUST_LOG": "warn"},
+        cwd=schemas,
     )
     try:
         wait_until_listening(port, host)

@@ -171,7 +171,7 @@ def _replay(
 
 
 def _spool(drain: bool) -> int:
-    from gateway.spool import inspect_spool  # noqa: PLC0415  # SQLite only when asked
+    from gateway.spool import inspect_quarantine, inspect_spool  # noqa: PLC0415  # SQLite
 
     settings = load_settings()
     directory = Path(settings.server.state_dir) / "spool"
@@ -184,6 +184,14 @@ def _spool(drain: bool) -> int:
         age = f", oldest {time.time() - slot.oldest:.0f}s old" if slot.oldest else ""
         owner = "held by a running gateway" if slot.held else "not held"
         print(f"  {slot.path.name}: {slot.records} records, {slot.bytes} bytes{age} ({owner})")
+    quarantine = inspect_quarantine(directory)
+    if quarantine is not None and quarantine.records:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(quarantine.reasons.items()))
+        print(
+            f"quarantine {quarantine.path}: {quarantine.records} records Kafka refused for good "
+            f"and no dead letter could replace ({reasons}; {quarantine.bytes} bytes); never "
+            "retried: read them with sqlite3"
+        )
     return 0
 
 

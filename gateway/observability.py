@@ -150,3 +150,11 @@ class SpoolCollector(Collector):
         )
         errors.add_metric([], publisher.broker_errors_total)
         yield errors
+        refused = CounterMetricFamily(
+            "gateway_records_refused",
+            "Records Kafka refused for good (too large, invalid), by what replaced them.",
+            labels=["reason", "outcome"],
+        )
+        for (reason, outcome), count in sorted(publisher.refused.items()):
+            refused.add_metric([reason, outcome], count)
+        yield refused

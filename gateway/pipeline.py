@@ -24,8 +24,9 @@ from gateway.canonical import (
     CanonicalEvent,
     NormalizeContext,
     content_digest,
-    to_record,
 )
+from gateway.canonical import to_record as canonical_record
+from gateway.deadletter import RECORD_TOO_LARGE, to_record, value_limit
 from gateway.dedupe import Deduper
 from gateway.errors import (
     BrokerUnavailable,
@@ -45,7 +46,7 @@ from gateway.settings import Settings
 from gateway.vendors.base import Inbound, Item, Reply, Vendor, redact_url_queries_in
 
 _CANONICAL_HEADERS: Final = (("content-type", CONTENT_TYPE.encode()),)
-_DEADLETTER_HEADERS: Final = (("content-type", b"application/json"),)
+_CANONICAL_HEADERS_BYTES: Final = sum(len(k) + len(v) for k, v in _CANONICAL_HEADERS)
 # Errors that mean "this body as a whole cannot be taken"; its bytes are dead-lettered for replay.
 _BODY_ERRORS: Final = (MalformedPayload, UnsupportedMediaType, UnsupportedVersion)
 
@@ -67,10 +68,12 @@ class RequestStats:
 
 @dataclass(frozen=True, slots=True)
 class Normalized:
-    """What the pure steps make of a request's items: canonical records and rejected items."""
+    """What the pure steps make of a request's items: canonical records (each with the item it
+    came from, `sources[i]` for `canonical[i]`) and rejected items."""
 
     canonical: list[dict[str, Any]]
     rejected: list[tuple[Item, Rejection]]
+    sources: list[Item]
 
 
 def split_request(vendor: Vendor, inbound: Inbound, schemas: SchemaSet) -> Sequence[Item]:
@@ -96,6 +99,7 @@ def normalize_items(
     """Validate and normalize each item: the pure part of the pipeline (no I/O, no clock)."""
     canonical: list[dict[str, Any]] = []
     rejected: list[tuple[Item, Rejection]] = []
+    sources: list[Item] = []
     for item in items:
         rejection = validate_item(vendor, item, schemas)
         if rejection is None:
@@ -111,8 +115,9 @@ def normalize_items(
         original = item.payload if include_original else None
         for event in events:
             identified = event if event.identity else _with_identity(event, digest)
-            canonical.append(to_record(identified, ctx, digest, original))
-    return Normalized(canonical, rejected)
+            canonical.append(canonical_record(identified, ctx, digest, original))
+            sources.append(item)
+    return Normalized(canonical, rejected, sources)
 
 
 def validate_item(vendor: Vendor, item: Item, schemas: SchemaSet) -> Rejection | None:
@@ -232,28 +237,33 @@ class Pipeline:
     ) -> None:
         kafka = self._settings.kafka
         claimed: list[str] = []
-        records = [
-            self._dead_letter(ctx, rejection, item=item)
-            for item, rejection in (normalized.rejected if dead_letter else ())
-        ]
+        rejected = list(normalized.rejected if dead_letter else ())
+        records: list[OutRecord] = []
         seen: set[str] = set()
+        # The cluster's limit, known before producing: a record over it is never sent (it would
+        # be refused for good), its event is dead-lettered like any event that cannot be a record.
+        room = self._publisher.max_record_bytes - _CANONICAL_HEADERS_BYTES
         try:
-            for record in map(self._privacy.canonical, normalized.canonical):
+            for item, record in zip(
+                normalized.sources, map(self._privacy.canonical, normalized.canonical), strict=True
+            ):
                 record_id = record["id"]
                 # A re-send inside the same request must not wait on its own claim.
                 if record_id in seen or not await self._deduper.claim(record_id):
                     stats.duplicates += 1
                     continue
+                key = record["partitionkey"].encode()
+                value = orjson.dumps(record)
+                if len(key) + len(value) > value_limit(room):
+                    self._deduper.settle(record_id, published=False)
+                    if dead_letter:
+                        rejected.append((item, _too_large(len(key) + len(value), room)))
+                    continue
                 seen.add(record_id)
                 claimed.append(record_id)
-                records.append(
-                    OutRecord(
-                        kafka.canonical_topic,
-                        record["partitionkey"].encode(),
-                        orjson.dumps(record),
-                        _CANONICAL_HEADERS,
-                    )
-                )
+                records.append(OutRecord(kafka.canonical_topic, key, value, _CANONICAL_HEADERS))
+            letters = [self._dead_letter(ctx, rejection, item=item) for item, rejection in rejected]
+            records = letters + records
             spooled = await self._publisher.publish(records)
         except BaseException:
             for record_id in claimed:
@@ -292,10 +302,9 @@ class Pipeline:
             letter["item"] = {"schema": item.schema, "identity": item.identity, "meta": meta}
         elif body is not None:
             letter.update(_original_body(body))
-        key = f"{ctx.tenant}|{ctx.vendor}".encode()
         letter = self._privacy.dead_letter(letter)
-        return OutRecord(
-            self._settings.kafka.deadletter_topic, key, orjson.dumps(letter), _DEADLETTER_HEADERS
+        return to_record(
+            letter, self._settings.kafka.deadletter_topic, self._publisher.max_record_bytes
         )
 
     async def _dead_letter_body(
@@ -317,6 +326,14 @@ class Pipeline:
             log.warning(
                 "deadletter_failed", reason=error.code, vendor=ctx.vendor, tenant=ctx.tenant
             )
+
+
+def _too_large(size: int, room: int) -> Rejection:
+    return Rejection(
+        RECORD_TOO_LARGE,
+        f"the canonical record would be {size} bytes, over the {value_limit(room)} bytes "
+        "Kafka's records may have on this cluster",
+    )
 
 
 def _with_identity(event: CanonicalEvent, digest: str) -> CanonicalEvent:

@@ -7,6 +7,15 @@ When Kafka does not acknowledge within `spool.ack_deadline_seconds` (or is known
 records are written to the local spool (gateway/spool.py) instead, and a forwarder drains the
 spool to Kafka, oldest first, once it is back. While the spool holds anything, new records join
 its end rather than overtaking it.
+
+Only failures that retrying may cure go to the spool. A record Kafka refuses for good (too large
+for the cluster, invalid) would block the spool for ever, and every record behind it: it is
+never spooled. It is sent once more on its own (a broker refuses a whole batch for one record,
+so a refused record may only have kept bad company), then replaced by its dead letter (shrunk to
+fit the cluster's limit, gateway/deadletter.py), and, should Kafka refuse that too, kept in the
+quarantine file (gateway/spool.py) that `gateway spool` lists. The cluster's limit is read from
+the topics at start-up (`kafka.max_record_bytes` where it cannot be), so that the client refuses
+an oversized record before any broker sees it.
 """
 
 from __future__ import annotations
@@ -14,26 +23,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
+import orjson
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
+from gateway.deadletter import RECORD_TOO_LARGE, encode, for_refused, to_record, value_limit
 from gateway.errors import BrokerUnavailable, GatewayError
-from gateway.kafka_producer import AsyncProducer, ProducerError
+from gateway.kafka_producer import AsyncProducer, ProducerError, RecordsRefused, Refusal
 from gateway.kafka_security import aiokafka_connection
 from gateway.records import OutRecord
 from gateway.settings import KafkaSettings, ServerSettings, SpoolSettings
-from gateway.spool import Spool
+from gateway.spool import Quarantine, Spool
 from gateway.tracing import NO_TRACER, PUBLISH_SPAN, AttributeValue, Tracer
 
 __all__ = ["OutRecord", "Publisher"]
 
-# Room for headers and the dead-letter envelope around a body of the largest accepted size.
+# Room for headers and the dead-letter envelope around a body of the largest accepted size: what
+# the topics the gateway creates take (`max.message.bytes`).
 _RECORD_OVERHEAD: Final = 64 * 1024
+# Kafka's own default `message.max.bytes` (1 MiB + 12), rounded down: the limit assumed where the
+# topics' cannot be read and `kafka.max_record_bytes` is 0.
+DEFAULT_RECORD_BYTES: Final = 1024 * 1024
 # A readiness probe must answer well within a Kubernetes probe's patience.
 _READY_TIMEOUT_SECONDS: Final = 2.0
 _CONNECT_RETRY_SECONDS: Final = 1.0
@@ -58,18 +75,27 @@ class Publisher:
         # Told (outcome "acknowledged" or "spooled", seconds) after each publish: for metrics.
         self.on_published: Callable[[str, float], None] | None = None
         self._spool_settings = spool or SpoolSettings(enabled=False)
-        # A dead letter can carry a whole request body, so a record may be as large as a body.
-        self.max_record_bytes = max(kafka.max_batch_bytes, server.max_body_bytes + _RECORD_OVERHEAD)
+        # A dead letter can carry a whole request body: topics the gateway creates take records
+        # as large as a body and its envelope.
+        self._created_topic_bytes = server.max_body_bytes + _RECORD_OVERHEAD
+        # The largest record the cluster takes: the setting, else read from the topics at
+        # connection (until then, Kafka's default).
+        self.max_record_bytes = kafka.max_record_bytes or DEFAULT_RECORD_BYTES
         self.spool: Spool | None = None
         if self._spool_settings.enabled:
             self.spool = Spool(Path(server.state_dir) / "spool", self._spool_settings.max_bytes)
+        self.quarantine = Quarantine(Path(server.state_dir) / "spool")
         self._producer: AsyncProducer | None = None
+        self._alone: AsyncProducer | None = None  # for records refused for good (see module)
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()  # set while the spool is empty
         self._tasks: list[asyncio.Task[None]] = []
         self.spooled_total = 0
         self.forwarded_total = 0
         self.broker_errors_total = 0
+        # (reason, outcome) -> records Kafka refused for good, by what became of them:
+        # `deadlettered` (replaced by their dead letter) or `quarantined`.
+        self.refused: Counter[tuple[str, str]] = Counter()
         # Transitions only, so that an outage logs one broker_lost / spool_engaged, not one a send.
         self._broker_up = False
         self._spooling = False
@@ -88,7 +114,7 @@ class Publisher:
                 log.info("spool_engaged", depth=self.spool.depth, reason="left from last run")
         try:
             await self._connect(connect_timeout)
-        except (KafkaError, ProducerError):
+        except (KafkaError, ProducerError, TimeoutError):
             if self.spool is None:
                 raise
             log.warning("broker_lost", kafka=self._kafka.bootstrap_servers, at="start")
@@ -108,6 +134,10 @@ class Publisher:
             producer, self._producer = self._producer, None
             await producer.flush(self._kafka.publish_timeout_seconds)
             await producer.stop()
+        if self._alone is not None:
+            alone, self._alone = self._alone, None
+            await alone.flush(self._kafka.publish_timeout_seconds)
+            await alone.stop()
         if self.spool is not None:
             await self.spool.close()
 
@@ -182,32 +212,106 @@ class Publisher:
         return "unavailable"
 
     async def _send(self, records: Sequence[OutRecord], seconds: float) -> None:
+        """Return once every record is acknowledged, or refused for good and dealt with (see
+        the module); raise BrokerUnavailable for anything retrying may cure."""
         producer = self._producer
         if producer is None:
             raise BrokerUnavailable("the gateway is not connected to Kafka")
         try:
-            acked = producer.send(records)
-            # A timer rather than asyncio.timeout(): the same deadline at about half the cost
-            # (3.5 vs 4.5-7 us a request, measured on its own).
-            deadline = asyncio.get_running_loop().call_later(seconds, _expire, acked)
             try:
-                await acked
-            finally:
-                deadline.cancel()
+                await _acked(producer, records, seconds)
+            except RecordsRefused as refused:
+                await self._settle(records, refused.refused, seconds)
         except (TimeoutError, ProducerError) as exc:
             self.broker_errors_total += 1
             if self._broker_up:
                 self._broker_up = False
-                log.warning(
-                    "broker_lost",
-                    kafka=self._kafka.bootstrap_servers,
-                    at="send",
-                    error=type(exc).__name__,
-                )
+                if isinstance(exc, ProducerError) and exc.cluster_refused:
+                    # Not an outage: the cluster refuses the gateway until an operator acts.
+                    log.error("kafka_refused", kafka=self._kafka.bootstrap_servers, error=str(exc))
+                else:
+                    log.warning(
+                        "broker_lost",
+                        kafka=self._kafka.bootstrap_servers,
+                        at="send",
+                        error=type(exc).__name__,
+                    )
             raise BrokerUnavailable(f"Kafka did not acknowledge the records: {exc!r}") from exc
         if not self._broker_up:
             self._broker_up = True
             log.info("broker_connected", kafka=self._kafka.bootstrap_servers, at="send")
+
+    async def _settle(
+        self, records: Sequence[OutRecord], refused: dict[int, Refusal], seconds: float
+    ) -> None:
+        """Deal with the records Kafka refused for good, so that none blocks another: each is
+        sent again on its own unless the client refused it itself (a broker refuses a whole
+        batch for one bad record: the others only kept bad company); one refused on its own is
+        replaced by its dead letter, or quarantined."""
+        for index, first in sorted(refused.items()):
+            record, refusal = records[index], first
+            if not first.local:
+                try:
+                    await _acked(await self._alone_producer(), [record], seconds)
+                except RecordsRefused as again:
+                    refusal = again.refused[0]
+                else:
+                    continue
+            await self._replace(record, refusal, seconds)
+
+    async def _replace(self, record: OutRecord, refusal: Refusal, seconds: float) -> None:
+        substitute = self._substitute(record, refusal)
+        outcome = "quarantined"
+        if substitute is not None:
+            try:
+                await _acked(await self._alone_producer(), [substitute], seconds)
+            except RecordsRefused:
+                pass
+            else:
+                outcome = "deadlettered"
+        if outcome == "quarantined":
+            await self.quarantine.add(record, refusal.reason, refusal.detail)
+        self.refused[(refusal.reason, outcome)] += 1
+        # Sizes and Kafka's words only: never the record, which holds learners' data.
+        log.warning(
+            "record_refused",
+            topic=record.topic,
+            reason=refusal.reason,
+            bytes=record.size,
+            limit=self.max_record_bytes,
+            detail=refusal.detail,
+            outcome=outcome,
+        )
+
+    def _substitute(self, record: OutRecord, refusal: Refusal) -> OutRecord | None:
+        """What replaces a record refused for good: its dead letter (a dead letter: itself,
+        shrunk), within the cluster's limit; None when nothing can."""
+        limit = self.max_record_bytes
+        if refusal.reason == RECORD_TOO_LARGE and not refusal.local:
+            # A broker refused what the client let through: its limit is lower than the one
+            # read at start-up (a topic changed since). Half the refused size is a guess that fits.
+            limit = min(limit, record.size // 2)
+        if record.topic != self._kafka.deadletter_topic:
+            letter = for_refused(record, refusal.reason, refusal.detail)
+            return to_record(letter, self._kafka.deadletter_topic, limit)
+        if refusal.reason != RECORD_TOO_LARGE:
+            return None  # an invalid dead letter stays invalid however it is written
+        try:
+            letter = orjson.loads(record.value)
+        except orjson.JSONDecodeError:
+            return None
+        value = encode(letter, value_limit(limit))
+        if len(value) >= len(record.value):
+            return None
+        return OutRecord(record.topic, record.key, value, record.headers)
+
+    async def _alone_producer(self) -> AsyncProducer:
+        """The producer that sends every record in a batch of its own (started when needed)."""
+        if self._alone is None:
+            alone = AsyncProducer(self._kafka, self.max_record_bytes, alone=True)
+            await alone.start(self._kafka.publish_timeout_seconds)
+            self._alone = alone
+        return self._alone
 
     async def _forward(self) -> None:
         """Drain the spool to Kafka, oldest first, backing off while Kafka is unavailable."""
@@ -227,7 +331,7 @@ class Publisher:
                 if check_topics and self._kafka.create_topics:
                     # Spooling means Kafka was away: one that comes back empty (a new cluster,
                     # the in-memory dev broker) must get our topics before our records.
-                    await self._ensure_topics()
+                    await self._prepare_topics()
                     check_topics = False
                 await self._send([s.record for s in batch], self._kafka.publish_timeout_seconds)
             except (BrokerUnavailable, KafkaError, ProducerError, OSError):
@@ -244,48 +348,96 @@ class Publisher:
 
     async def _connect(self, connect_timeout: float) -> None:
         kafka = self._kafka
-        producer = AsyncProducer(kafka, self.max_record_bytes)
+        async with asyncio.timeout(connect_timeout):
+            limit = await self._prepare_topics()
+        producer = AsyncProducer(kafka, limit)
         await producer.start(connect_timeout)
-        if kafka.create_topics:
-            try:
-                await self._ensure_topics()
-            except KafkaError:
-                await producer.stop()
-                raise
+        self.max_record_bytes = limit
         self._producer = producer
         self._broker_up = True
-        log.info("broker_connected", kafka=kafka.bootstrap_servers, at="connect")
+        log.info(
+            "broker_connected", kafka=kafka.bootstrap_servers, at="connect", max_record_bytes=limit
+        )
         self._wake.set()
 
     async def _connect_forever(self) -> None:
         while self._producer is None:
             try:
                 await self._connect(_CONNECT_RETRY_SECONDS)
-            except (KafkaError, ProducerError):
+            except (KafkaError, ProducerError, TimeoutError):
                 await asyncio.sleep(_CONNECT_RETRY_SECONDS)
 
-    async def _ensure_topics(self) -> None:
+    async def _prepare_topics(self) -> int:
+        """Create the topics if they are missing (`kafka.create_topics`) and return the largest
+        record the cluster takes on them."""
         kafka = self._kafka
         admin = AIOKafkaAdminClient(client_id=kafka.client_id, **aiokafka_connection(kafka))
         await admin.start()
         try:
-            existing = set(await admin.list_topics())
-            missing = [
-                NewTopic(
-                    name,
-                    num_partitions=kafka.topic_partitions,
-                    replication_factor=kafka.topic_replication_factor,
-                    topic_configs={"max.message.bytes": str(self.max_record_bytes)},
-                )
-                for name in (kafka.canonical_topic, kafka.deadletter_topic)
-                if name not in existing
-            ]
-            if missing:
-                # Another gateway process may create it between our list and our create.
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics(missing)
+            if kafka.create_topics:
+                await self._create_topics(admin)
+            if kafka.max_record_bytes:
+                return kafka.max_record_bytes
+            return await self._cluster_limit(admin)
         finally:
             await admin.close()
+
+    async def _create_topics(self, admin: AIOKafkaAdminClient) -> None:
+        kafka = self._kafka
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(
+                name,
+                num_partitions=kafka.topic_partitions,
+                replication_factor=kafka.topic_replication_factor,
+                topic_configs={"max.message.bytes": str(self._created_topic_bytes)},
+            )
+            for name in (kafka.canonical_topic, kafka.deadletter_topic)
+            if name not in existing
+        ]
+        if missing:
+            # Another gateway process may create it between our list and our create.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(missing)
+
+    async def _cluster_limit(self, admin: AIOKafkaAdminClient) -> int:
+        """The smaller `max.message.bytes` of the two topics, or Kafka's default where a
+        topic's cannot be read (not allowed to describe it, or a broker that does not say)."""
+        kafka = self._kafka
+        topics = (kafka.canonical_topic, kafka.deadletter_topic)
+        resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in topics]
+        limits: dict[str, int] = {}
+        try:
+            responses = await admin.describe_configs(resources)
+        except KafkaConnectionError:
+            raise
+        except KafkaError as exc:
+            log.warning("kafka_limit_unknown", error=type(exc).__name__)
+            responses = []
+        for response in responses:
+            for resource in response.resources:
+                error_code, _, _, name, entries = resource[:5]
+                for entry in entries if not error_code else ():
+                    if entry[0] == "max.message.bytes" and str(entry[1]).isdigit():
+                        limits[name] = int(entry[1])
+        unknown = [name for name in topics if name not in limits]
+        if unknown:
+            log.warning(
+                "kafka_limit_unknown", topics=unknown, assumed_max_record_bytes=DEFAULT_RECORD_BYTES
+            )
+        return min([*limits.values(), *([DEFAULT_RECORD_BYTES] if unknown else [])])
+
+
+async def _acked(producer: AsyncProducer, records: Sequence[OutRecord], seconds: float) -> None:
+    """Send `records` and wait for their acks, at most `seconds` (TimeoutError)."""
+    acked = producer.send(records)
+    # A timer rather than asyncio.timeout(): the same deadline at about half the cost (3.5 vs
+    # 4.5-7 us a request, measured on its own).
+    deadline = asyncio.get_running_loop().call_later(seconds, _expire, acked)
+    try:
+        await acked
+    finally:
+        deadline.cancel()
 
 
 def _expire(acked: asyncio.Future[None]) -> None:

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
+
+# What Kafka adds around a record's key, value and headers (record and batch headers, varints):
+# under 100 bytes; the rest is margin. librdkafka counts it against `message.max.bytes` too.
+RECORD_FRAMING_BYTES: Final = 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -174,6 +174,11 @@ async def _replay_one(
     if vendor is None:
         tally.still_failing["unknown_vendor"] += 1
         return
+    if "original_truncated" in letter or "topic" in letter:
+        # Only a prefix of the event was kept, or the letter holds a record Kafka refused (not
+        # the vendor's event): nothing to rebuild the event from.
+        tally.still_failing["not_replayable"] += 1
+        return
     try:
         items = rebuild(letter, vendor, schemas)
     except GatewayError as error:

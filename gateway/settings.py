@@ -52,6 +52,10 @@ class KafkaSettings:
     compression: str = "zstd"
     linger_ms: int = 5
     max_batch_bytes: int = 1024 * 1024
+    # The largest record the cluster takes. 0: read at start-up from the topics'
+    # `max.message.bytes` (the smaller of the two), or 1 MiB (Kafka's default) where that cannot
+    # be read. A record over it is never sent: it is dead-lettered, shrunk to fit if need be.
+    max_record_bytes: int = 0
     # How long a request waits for the acks of its records before it is answered 503.
     publish_timeout_seconds: float = 10.0
     create_topics: bool = True
@@ -341,6 +345,9 @@ _POSITIVE = {
     "rate_limit.max_buckets",
 }
 
+# librdkafka's ceiling for `message.max.bytes`.
+_MAX_RECORD_BYTES = 1_000_000_000
+
 T = TypeVar("T")
 
 
@@ -439,6 +446,8 @@ def _check_value(key: str, value: Any) -> None:
         raise ConfigError(f"{key} must be one of {', '.join(choices)}, not {value!r}")
     if key in _POSITIVE and value <= 0:
         raise ConfigError(f"{key} must be positive, not {value!r}")
+    if key == "kafka.max_record_bytes" and not (value == 0 or 1024 <= value <= _MAX_RECORD_BYTES):
+        raise ConfigError(f"{key} must be 0 (read from the cluster) or 1024..{_MAX_RECORD_BYTES}")
     if isinstance(value, str) and not value and key.startswith("kafka."):
         raise ConfigError(f"{key} must not be empty")
 

@@ -5,6 +5,10 @@ after it survives a crash of the gateway (SIGKILL) or of the machine. Each worke
 slot file (`spool-<n>.sqlite3`, held by an exclusive `flock` for the life of the process); at start
 a worker also adopts slots no live process holds, so nothing spooled by a dead or retired worker is
 left behind. SQLite calls run on one dedicated thread, never on the event loop.
+
+Beside the slots, `quarantine.sqlite3` keeps the rare record that Kafka refuses for good and that
+not even a dead letter can replace (gateway/publisher.py): out of the spool, so that it never
+blocks what comes after it, and never retried. `gateway spool` lists it.
 """
 
 from __future__ import annotations
@@ -40,6 +44,19 @@ _INSERT: Final = (
     "INSERT INTO records (topic, key, value, headers, spooled_at) VALUES (?, ?, ?, ?, ?)"
 )
 _MAX_SLOTS: Final = 256
+QUARANTINE_FILE: Final = "quarantine.sqlite3"
+_QUARANTINE_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    key BLOB,
+    value BLOB NOT NULL,
+    headers BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    quarantined_at REAL NOT NULL
+)
+"""
 
 T = TypeVar("T")
 
@@ -281,3 +298,70 @@ def inspect_spool(directory: Path) -> list[SlotInfo]:
             db.close()
         found.append(SlotInfo(path, int(count), int(size), oldest, held))
     return found
+
+
+class Quarantine:
+    """Records Kafka refused for good that no dead letter could replace, kept durably on disk.
+
+    Written rarely (a record must be refused, and its dead letter too), by any worker: each write
+    opens the file, adds one row in one transaction and closes it, on a thread of its own.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / QUARANTINE_FILE
+
+    async def add(self, record: OutRecord, reason: str, detail: str) -> None:
+        """Keep `record` with why Kafka refused it (`reason` code, Kafka's own words)."""
+        await asyncio.to_thread(self._add, record, reason, detail)
+
+    def _add(self, record: OutRecord, reason: str, detail: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        try:
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute(_QUARANTINE_SCHEMA)
+            row = (
+                record.topic,
+                record.key,
+                record.value,
+                _encode_headers(record.headers),
+                reason,
+                detail,
+                time.time(),
+            )
+            with db:
+                db.execute(
+                    "INSERT INTO records (topic, key, value, headers, reason, detail, "
+                    "quarantined_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+        finally:
+            db.close()
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineInfo:
+    """What `gateway spool` shows of the quarantine file."""
+
+    path: Path
+    records: int
+    bytes: int
+    reasons: dict[str, int]  # reason code -> records
+
+
+def inspect_quarantine(directory: Path) -> QuarantineInfo | None:
+    """The quarantine file under `directory`, or None when nothing was ever quarantined."""
+    path = directory / QUARANTINE_FILE
+    if not path.is_file():
+        return None
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute(
+            "SELECT reason, COUNT(*), COALESCE(SUM(LENGTH(value)), 0) FROM records GROUP BY reason"
+        ).fetchall()
+    except sqlite3.OperationalError:  # created but never written
+        rows = []
+    finally:
+        db.close()
+    reasons = {str(reason): int(count) for reason, count, _ in rows}
+    return QuarantineInfo(path, sum(reasons.values()), sum(int(r[2]) for r in rows), reasons)

@@ -8,11 +8,12 @@ import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from gateway.broker import start_broker, stop_broker
-from gateway.kafka_producer import AsyncProducer, ProducerError
+from gateway.kafka_producer import AsyncProducer, ProducerError, RecordsRefused
 from gateway.records import OutRecord
 from gateway.settings import KafkaSettings
 from tests.integration.conftest import TopicReader, free_port
@@ -53,10 +54,54 @@ async def test_one_future_completes_once_every_record_of_the_batch_is_in_kafka(
     ]
 
 
-async def test_a_record_too_large_to_queue_is_refused_at_once(producer: AsyncProducer) -> None:
-    huge = OutRecord("test.producer.huge", b"k", b"x" * (MAX_RECORD_BYTES + 1))
-    with pytest.raises(ProducerError, match="did not take the record"):
-        producer.send([OutRecord("test.producer.huge", b"k", b"small"), huge])
+async def test_a_record_too_large_is_refused_alone_and_the_others_are_delivered(
+    producer: AsyncProducer, kafka: TopicReader
+) -> None:
+    topic = f"test.producer.huge.{uuid.uuid4().hex[:8]}"
+    huge = OutRecord(topic, b"k", b"x" * (MAX_RECORD_BYTES + 1))
+    sent = [OutRecord(topic, b"k", b"small"), huge, OutRecord(topic, b"k", b"after")]
+    with pytest.raises(RecordsRefused) as refused:
+        await asyncio.wait_for(producer.send(sent), 15)
+    assert list(refused.value.refused) == [1]
+    refusal = refused.value.refused[1]
+    assert (refusal.reason, refusal.local) == ("record_too_large", True)
+    assert "MSG_SIZE_TOO_LARGE" in refusal.detail
+    records = await kafka.read(topic, lambda rs: len(rs) >= 2)
+    assert [r.value for r in records] == [b"small", b"after"]
+
+
+async def test_a_broker_refuses_the_batch_of_an_invalid_record_but_not_a_batch_of_its_own(
+    tmp_path: Path,
+) -> None:
+    # Brokers refuse a whole batch for one invalid record (here by a broker-side schema): its
+    # batch-mates are refused with it. Sent alone, each record answers for itself.
+    topic = f"test.producer.strict.{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{topic}.json").write_text(
+        '{"type": "object", "properties": {"value": {"type": "object", '
+        '"properties": {"ok": {"const": true}}}}}'
+    )
+    port = free_port()
+    process = start_broker(port, quiet=True, schemas=tmp_path)
+    config = settings(f"127.0.0.1:{port}")
+    batched = AsyncProducer(config, MAX_RECORD_BYTES)
+    alone = AsyncProducer(config, MAX_RECORD_BYTES, alone=True)
+    sent = [OutRecord(topic, b"k", f'{{"ok": {v}}}'.encode()) for v in ("true", "false", "true")]
+    try:
+        for started in (batched, alone):
+            await started.start(10)
+        with pytest.raises(RecordsRefused) as together:
+            await asyncio.wait_for(batched.send(sent), 15)
+        assert sorted(together.value.refused) == [0, 1, 2]
+        assert {r.reason for r in together.value.refused.values()} == {"record_invalid"}
+        with pytest.raises(RecordsRefused) as each:
+            await asyncio.wait_for(alone.send(sent), 15)
+        assert sorted(each.value.refused) == [1]
+        assert not each.value.refused[1].local
+    finally:
+        for started in (batched, alone):
+            await started.flush(0)
+            await started.stop()
+        stop_broker(process)
 
 
 async def test_a_batch_kafka_never_acknowledges_fails_within_the_publish_timeout() -> None:

@@ -110,6 +110,7 @@ async def test_metrics_carry_the_names_types_and_labels_dashboards_use(
         "gateway_spool_forwarded": "counter",
         "gateway_spool_spooled": "counter",
         "gateway_broker_errors": "counter",
+        "gateway_records_refused": "counter",
         "gateway_auth_failures": "counter",
     }
     assert label_names(families["gateway_requests"]) == {"tenant", "vendor", "status"}
