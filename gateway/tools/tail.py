@@ -286,6 +286,9 @@ class Printer:
 
 def _without_original(record: dict[str, Any]) -> dict[str, Any]:
     kept = {k: v for k, v in record.items() if k not in _PERSONAL}
+    truncated = kept.get("original_truncated")
+    if isinstance(truncated, dict):  # a dead letter shrunk to fit: its prefix is the original's
+        kept["original_truncated"] = {k: v for k, v in truncated.items() if k != "prefix"}
     data = kept.get("data")
     if isinstance(data, dict) and "original" in data:
         kept["data"] = {k: v for k, v in data.items() if k != "original"}

@@ -75,6 +75,23 @@ async def next_event_flows(gateway: Gateway, kafka: TopicReader) -> None:
     assert await readiness(gateway) == {"status": "ready", "spool_depth": 0}
 
 
+def env_of(gateway: Gateway, bootstrap: str = "") -> dict[str, str]:
+    """The environment `gateway` commands need to work on what `gateway` serves."""
+    return {
+        **os.environ,
+        "GATEWAY_CONFIG": str(ROOT / "gateway.dev.toml"),
+        "GATEWAY_KAFKA_BOOTSTRAP_SERVERS": bootstrap or gateway_broker(gateway),
+        "GATEWAY_KAFKA_CANONICAL_TOPIC": gateway.canonical_topic,
+        "GATEWAY_KAFKA_DEADLETTER_TOPIC": gateway.deadletter_topic,
+        "GATEWAY_SERVER_STATE_DIR": str(gateway.log_path.parent / f"state-{gateway.suffix}"),
+    }
+
+
+def gateway_broker(gateway: Gateway) -> str:
+    connected = next(e for e in gateway.log_lines() if e.get("event") == "broker_connected")
+    return str(connected["kafka"])
+
+
 def no_outage_was_logged(gateway: Gateway, *, spooled_before: bool = False) -> None:
     events = {line.get("event") for line in gateway.log_lines()}
     outage = {"broker_lost", "kafka_refused"} | (set() if spooled_before else {"spool_engaged"})
@@ -125,6 +142,14 @@ async def test_a_body_whose_dead_letter_would_be_too_large_is_kept_as_a_bounded_
     assert "original cut to a prefix" in letter["truncated"]
     await next_event_flows(poison_gateway, kafka)
     no_outage_was_logged(poison_gateway)
+
+    # `gateway tail` leaves the original out unless asked: its prefix too, not its size.
+    shown = orjson.loads(
+        await gateway_command(env_of(poison_gateway), "tail", "--topic", "deadletter")
+    )
+    assert shown["original_truncated"] == {
+        k: v for k, v in letter["original_truncated"].items() if k != "prefix"
+    }
 
 
 async def test_an_event_whose_canonical_record_would_be_too_large_is_dead_lettered(
@@ -358,14 +383,6 @@ async def test_a_record_whose_dead_letter_is_refused_too_is_quarantined_and_list
     (schemas / f"{deadletter}.json").write_text(json.dumps(refusing("reason", "record_invalid")))
     kafka = TopicReader(bootstrap)
     gateway = start_gateway(bootstrap, tmp_path, suffix=suffix)
-    env = {
-        **os.environ,
-        "GATEWAY_CONFIG": str(ROOT / "gateway.dev.toml"),
-        "GATEWAY_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "GATEWAY_KAFKA_CANONICAL_TOPIC": canonical,
-        "GATEWAY_KAFKA_DEADLETTER_TOPIC": deadletter,
-        "GATEWAY_SERVER_STATE_DIR": str(tmp_path / f"state-{suffix}"),
-    }
     try:
         events = [attempt("Submitted"), attempt("Paused")]
         answer = await post(gateway, orjson.dumps(envelope(*events)))
@@ -374,7 +391,7 @@ async def test_a_record_whose_dead_letter_is_refused_too_is_quarantined_and_list
         records = await kafka.read(canonical, lambda rs: wanted in {r.json()["id"] for r in rs})
         assert wanted in {r.json()["id"] for r in records}
 
-        shown = await gateway_command(env, "spool")
+        shown = await gateway_command(env_of(gateway), "spool")
         assert re.search(r"quarantine .*: 1 records Kafka refused for good", shown), shown
         assert "1 record_invalid" in shown
         quarantined = [e for e in gateway.log_lines() if e.get("event") == "record_refused"]
