@@ -1,9 +1,11 @@
 """The Caliper fixture sets the tests share: IMS's official fixtures (LGPL-3.0, see
-tests/fixtures/caliper/ims/SOURCE.md) and our hand-written edge cases, each as an envelope.
+tests/fixtures/caliper/ims/SOURCE.md), our hand-written edge cases, each as an envelope, and the
+payloads real emitters published (tests/fixtures/caliper/emitters/SOURCES.md), as sent.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +58,69 @@ def as_envelope(path: Path) -> tuple[dict[str, Any], list[Any]]:
         "data": [doc],
     }
     return wrapped, [doc]
+
+
+# --- payloads real Caliper emitters published (tests/fixtures/caliper/emitters/SOURCES.md) -------
+
+EMITTERS = CALIPER / "emitters"
+V1P1 = "http://purl.imsglobal.org/ctx/caliper/v1p1"
+V1P2 = "http://purl.imsglobal.org/ctx/caliper/v1p2"
+# Bare events are posted in an Envelope, as each emitter's sensor sends them (SOURCES.md): its
+# sensor id and Caliper version; the send time is fixed so that golden files stay identical.
+SEND_TIME = "2026-01-01T11:59:59.000Z"
+BARE_EVENT_SENDERS: dict[str, tuple[str, str]] = {
+    # Learn's Caliper stream: the site id as sensor (as in Blackboard's own envelopes), 1.1.
+    "blackboard-learn": ("54b54b42-dd02-42f8-88ed-07bd719bfb7c", V1P1),
+    # event-routing-backends' CaliperEnvelopeProcessor: the LMS as sensor, Caliper 1.2.
+    "openedx-event-routing-backends": ("http://localhost:18000", V1P2),
+    # HMH's caliper-java 1.1 Sensor, with the sensor id of HMH's own envelope fixtures.
+    "hmh": ("https://www.hmhco.com/AggPA", V1P1),
+}
+
+
+@dataclass(frozen=True)
+class EmitterRequest:
+    """One Caliper request a real emitter sends: its envelope and where its golden file is."""
+
+    label: str  # emitter folder / file (#n for the n-th example of a documentation page)
+    envelope: dict[str, Any]
+    body: bytes  # what is posted: the file's own bytes when the file is the envelope
+
+    @property
+    def golden(self) -> Path:
+        name = self.label
+        if "#" in name:  # the n-th example of a documentation page
+            name = name.replace(".json#", "-example-") + ".json"
+        return CALIPER / "golden" / "emitters" / name
+
+
+def emitter_requests() -> list[EmitterRequest]:
+    """Every Caliper payload of the emitters corpus, as its sender posts it."""
+    requests: list[EmitterRequest] = []
+    for path in sorted(EMITTERS.rglob("*.json")):
+        folder = path.relative_to(EMITTERS).parts[0]
+        if folder == "canvas-quiz-page":
+            continue  # not Caliper: Canvas's quiz page posts to Canvas's own endpoint
+        label = path.relative_to(EMITTERS).as_posix()
+        doc = orjson.loads(path.read_bytes())
+        if isinstance(doc, dict) and isinstance(doc.get("examples"), list):
+            # A Canvas Live Events documentation page: each example's payload is one request.
+            for n, example in enumerate(doc["examples"], start=1):
+                payload = example["payload"]
+                requests.append(EmitterRequest(f"{label}#{n}", payload, orjson.dumps(payload)))
+        elif isinstance(doc, dict) and "dataVersion" in doc:
+            requests.append(EmitterRequest(label, doc, path.read_bytes()))
+        else:
+            sensor, version = BARE_EVENT_SENDERS[folder]
+            head = {"sensor": sensor, "sendTime": SEND_TIME, "dataVersion": version}
+            envelope = {**head, "data": [doc]}
+            requests.append(EmitterRequest(label, envelope, orjson.dumps(envelope)))
+    return requests
+
+
+def quiz_page_deliveries() -> list[dict[str, Any]]:
+    """The request bodies Canvas's quiz page posts (canvas-quiz-page/, SOURCES.md)."""
+    deliveries: list[dict[str, Any]] = orjson.loads(
+        (EMITTERS / "canvas-quiz-page" / "quiz-page-deliveries.json").read_bytes()
+    )
+    return deliveries

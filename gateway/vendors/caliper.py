@@ -1,15 +1,22 @@
 """IMS Caliper 1.1 / 1.2 (Blackboard Learn, Canvas's Caliper stream, any Caliper sensor).
 
 Contract (docs/vendor-contracts.md §1): one Envelope per POST, `application/json`, bearer or raw
-key; 200 with an empty body on success; 400 malformed or missing envelope, 415 other content
-types, 422 unsupported `dataVersion`. Events inside a well-formed envelope never fail the request:
-invalid ones are dead-lettered, because sensors never retry.
+key; 200 with an empty body on success; 400 malformed or missing envelope (an empty `data`
+included), 415 other content types, 422 unsupported `dataVersion`. Events inside a well-formed
+envelope never fail the request: invalid ones are dead-lettered, because sensors never retry.
+
+Caliper payloads are JSON-LD: a `null` value means the property is absent. The schema accepts
+`null` in every optional property and the normalizer reads `null` as absent, so the item stays
+exactly as sent (for `data.original`, dead letters and replay) and no event is walked twice; the
+canonical record never carries those nulls. The leniencies for real emitters (entities without
+id or type, Joda-Time timestamps, facts in `extensions`) are listed in docs/canonical-record.md.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import orjson
@@ -23,7 +30,12 @@ from gateway.canonical import (
     format_time,
     normalize_time,
 )
-from gateway.errors import MalformedPayload, UnsupportedMediaType, UnsupportedVersion
+from gateway.errors import (
+    MalformedPayload,
+    NormalizeError,
+    UnsupportedMediaType,
+    UnsupportedVersion,
+)
 from gateway.limits import InvalidJson, loads_json
 from gateway.settings import Settings
 from gateway.vendors.base import Inbound, Item, Reply, Vendor
@@ -63,9 +75,11 @@ _RESPONSE_TYPES: Final = frozenset(
         "RatingScaleResponse",
     }
 )
+_SCORE_TYPES: Final = frozenset({"Score", "Result"})
 _IRI_SEPARATORS: Final = re.compile(r"[#/:]")
 _IMS_IRI: Final = "http://purl.imsglobal.org/"
 _WORD_START: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def term(value: Any) -> str:
@@ -81,10 +95,17 @@ def snake_case(action: str) -> str:
 
 
 def is_event(item: Any) -> bool:
-    """True for an event, False for an entity description (data[] mixes both)."""
+    """True for an event, False for an entity description (data[] mixes both).
+
+    A `null` action or eventTime is absent (JSON-LD), so it does not make an entity an event.
+    """
     if not isinstance(item, dict):
         return True  # not an entity either: validated (and rejected) as an event
-    return "action" in item or "eventTime" in item or term(item.get("type")).endswith("Event")
+    return (
+        item.get("action") is not None
+        or item.get("eventTime") is not None
+        or term(item.get("type")).endswith("Event")
+    )
 
 
 def decode(inbound: Inbound) -> dict[str, Any]:
@@ -161,8 +182,8 @@ def normalize(item: Item, ctx: NormalizeContext) -> list[CanonicalEvent]:
         when = (
             payload.get("dateModified") or payload.get("dateCreated") or item.meta.get("send_time")
         )
-        time = normalize_time(when) if when else format_time(ctx.received_at)
-        return [CanonicalEvent(EventType.ENTITY_DESCRIBED, time, identity, data, entity["id"])]
+        time = _timestamp(when) if when else format_time(ctx.received_at)
+        return [CanonicalEvent(EventType.ENTITY_DESCRIBED, time, identity, data, entity.get("id"))]
 
     event_type, action = term(payload.get("type")), term(payload.get("action"))
     vendor.update(
@@ -172,22 +193,21 @@ def normalize(item: Item, ctx: NormalizeContext) -> list[CanonicalEvent]:
                 "profile": payload.get("profile"),
                 "ed_app": _id(payload.get("edApp")),
                 "session": _id(payload.get("session")),
-                "extensions": payload.get("extensions") or None,
+                # The event's own map, without the nulls it may hold (absent, in JSON-LD).
+                "extensions": _without_nulls(payload.get("extensions")) or None,
             }
         )
     )
     obj, generated = payload.get("object"), payload.get("generated")
     attempt = _attempt_of(obj, generated)
-    learner = (
-        _entity(attempt.get("assignee"))
-        if isinstance(attempt, dict) and attempt.get("assignee")
-        else None
-    )
-    actor = _entity(payload.get("actor"))
+    learner = _ref(_fact(attempt, "assignee"))
+    actor = _ref(payload.get("actor"))
     if learner is None and _kind(payload.get("actor")) in ("", "Person"):
         learner, actor_other = actor, None
+    elif actor is not None and (learner is None or actor["id"] != learner["id"]):
+        actor_other = actor
     else:
-        actor_other = actor if learner is None or actor["id"] != learner["id"] else None
+        actor_other = None
 
     # A thinned object (a bare IRI) is known only by the event type it belongs to.
     thinned = isinstance(obj, str)
@@ -200,17 +220,17 @@ def normalize(item: Item, ctx: NormalizeContext) -> list[CanonicalEvent]:
             "learner": learner,
             "actor": actor_other,
             "assessment": assessment,
-            "item": _entity(item_entity) if item_entity is not None else None,
+            "item": _ref(item_entity),
             "attempt": _attempt(attempt),
             "response": _response(generated),
-            "score": _score(generated),
+            "score": _score(_score_of(generated)),
             "course": _course(payload.get("group")),
             "vendor": vendor,
         }
     )
     canonical_type = _canonical_type(event_type, action)
     subject = _id(attempt) or (assessment or {}).get("id") or _id(obj)
-    time = normalize_time(payload.get("eventTime"), "/eventTime")
+    time = _timestamp(payload.get("eventTime"), "/eventTime")
     return [CanonicalEvent(canonical_type, time, identity, data, subject)]
 
 
@@ -237,14 +257,45 @@ def _id(entity: Any) -> str | None:
 
 
 def _entity(entity: Any) -> dict[str, Any]:
-    """`{id, type, name}` of an entity given as an object or as a bare IRI string."""
+    """`{id, type, name}` of an entity given as an object or as a bare IRI string.
+
+    Any type maps so, Caliper terms, IRIs and unknown types alike (the generic entity mapping).
+    """
     if isinstance(entity, dict):
         kind = entity.get("type")
         # IMS's own IRIs name Caliper terms; other vendors' IRIs (Blackboard's) stay whole.
         if isinstance(kind, str) and kind.startswith(_IMS_IRI):
             kind = term(kind)
-        return compact({"id": _id(entity), "type": kind, "name": entity.get("name")})
+        return compact({"id": _id(entity), "type": kind, "name": _text(entity.get("name"))})
     return {"id": entity}
+
+
+def _ref(entity: Any) -> dict[str, Any] | None:
+    """The entity as a canonical reference, or None when it is unknown or has no id.
+
+    An entity given only by its properties (no id: a JSON-LD blank node) names nothing a consumer
+    could join on, so it is left out rather than published without the id every reference has.
+    """
+    if entity is None:
+        return None
+    ref = _entity(entity)
+    return ref if ref.get("id") else None
+
+
+def _fact(entity: Any, name: str) -> Any:
+    """A property of an entity, or, when the entity lacks it, the same name in its `extensions`.
+
+    Open edX's event-routing-backends puts an Attempt's `assignee`, `assignable` and `count` in
+    the Attempt's `extensions`: they are the same facts, found where that emitter puts them.
+    """
+    if not isinstance(entity, dict):
+        return None
+    value = entity.get(name)
+    if value is None:
+        extensions = entity.get("extensions")
+        if isinstance(extensions, dict):
+            value = extensions.get(name)
+    return value
 
 
 def _attempt_of(obj: Any, generated: Any) -> Any:
@@ -259,6 +310,29 @@ def _attempt_of(obj: Any, generated: Any) -> Any:
     return None
 
 
+def _score_of(generated: Any) -> Any:
+    """The Score (or Result) an event generated: `generated` itself, or, when `generated` is an
+    entity given only by its properties, the score it carries (Open edX: `{"score": {...}}`).
+
+    An untyped entity with `scoreGiven` or `resultScore` is a score given by its properties.
+    """
+    if not isinstance(generated, dict):
+        return None
+    if _kind(generated) in _SCORE_TYPES:
+        return generated
+    if generated.get("type") is not None:
+        return None  # another entity: a Response, an Attempt, a collection...
+    if generated.get("scoreGiven") is not None or generated.get("resultScore") is not None:
+        return generated
+    for name in ("score", "result"):
+        nested = generated.get(name)
+        if isinstance(nested, dict) and (
+            _kind(nested) in _SCORE_TYPES or nested.get("type") is None
+        ):
+            return nested
+    return None
+
+
 def _assessment_of(
     event_type: str, obj: Any, item_entity: Any, attempt: Any
 ) -> dict[str, Any] | None:
@@ -269,13 +343,15 @@ def _assessment_of(
     elif isinstance(item_entity, dict):
         source = item_entity.get("isPartOf")
     elif isinstance(attempt, dict):
-        source = attempt.get("assignable")
+        source = _fact(attempt, "assignable")
         if _kind(source) == "AssessmentItem":  # an item-level attempt: its item's parent
             source = source.get("isPartOf")
     if source is None:
         return None
     if not isinstance(source, dict):
         return {"id": source}
+    if _id(source) is None:
+        return None  # given only by its properties (Open edX's `{"type": "Assessment"}`)
     return compact(
         {
             **_entity(source),
@@ -291,44 +367,49 @@ def _attempt(attempt: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(attempt, dict):
         return {"id": attempt}
+    if _id(attempt) is None:
+        return None  # an Attempt given only by its properties: no id to key attempts on
     return compact(
         {
             "id": _id(attempt),
             "parent_id": _id(attempt.get("isPartOf")),
-            "count": _number(attempt.get("count")),
+            "count": _number(_fact(attempt, "count")),
             "started_at": _time_or_none(attempt.get("startedAtTime")),
             "ended_at": _time_or_none(attempt.get("endedAtTime")),
-            "duration": attempt.get("duration"),
+            "duration": _text(attempt.get("duration")),
         }
     )
 
 
 def _response(generated: Any) -> dict[str, Any] | None:
-    if _kind(generated) not in _RESPONSE_TYPES:
+    if _kind(generated) not in _RESPONSE_TYPES or _id(generated) is None:
         return None
     return compact(
         {
             "id": _id(generated),
             "type": term(generated.get("type")),
-            "value": generated.get("value"),
-            "values": generated.get("values"),
+            # As sent, less the nulls inside (absent in JSON-LD).
+            "value": _without_nulls(generated.get("value")),
+            "values": _without_nulls(generated.get("values")),
             "started_at": _time_or_none(generated.get("startedAtTime")),
             "ended_at": _time_or_none(generated.get("endedAtTime")),
-            "duration": generated.get("duration"),
+            "duration": _text(generated.get("duration")),
         }
     )
 
 
-def _score(generated: Any) -> dict[str, Any] | None:
-    if _kind(generated) not in ("Score", "Result"):
+def _score(score: Any) -> dict[str, Any] | None:
+    if not isinstance(score, dict):
         return None
+    given = score.get("scoreGiven")
+    maximum = score.get("maxScore")
     return compact(
         {
-            "id": _id(generated),
-            "given": _number(generated.get("scoreGiven", generated.get("resultScore"))),
-            "max": _number(generated.get("maxScore", generated.get("maxResultScore"))),
-            "comment": generated.get("comment"),
-            "scored_by": _id(generated.get("scoredBy")),
+            "id": _id(score),
+            "given": _number(given if given is not None else score.get("resultScore")),
+            "max": _number(maximum if maximum is not None else score.get("maxResultScore")),
+            "comment": _text(score.get("comment")),
+            "scored_by": _id(score.get("scoredBy")),
         }
     )
 
@@ -338,11 +419,13 @@ def _course(group: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(group, dict):
         return {"id": group}
+    if _id(group) is None:
+        return None  # given only by its properties: no id to join courses on
     return compact(
         {
             **_entity(group),
-            "course_number": group.get("courseNumber"),
-            "academic_session": group.get("academicSession"),
+            "course_number": _text(group.get("courseNumber")),
+            "academic_session": _text(group.get("academicSession")),
         }
     )
 
@@ -365,7 +448,52 @@ def _number(value: Any) -> int | float | None:
 
 
 def _time_or_none(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return _timestamp(value)
     return normalize_time(value) if isinstance(value, str) and value else None
+
+
+def _timestamp(value: Any, path: str = "") -> str:
+    """A date-time as sent: an RFC 3339 string, or a Joda-Time bean (its `millis`).
+
+    HMH's caliper-java serialized Joda `DateTime`s with Jackson's bean serializer (no Joda
+    module): an object whose `millis` is the instant, which the schema admits within years 1 to
+    9999; anything else in an object is unusable and raises.
+    """
+    if isinstance(value, dict):
+        millis = value.get("millis")
+        if isinstance(millis, int) and not isinstance(millis, bool):
+            try:
+                return format_time(_EPOCH + timedelta(milliseconds=millis))
+            except OverflowError:
+                pass
+        raise NormalizeError("expected a timestamp, got an object without usable millis", path)
+    return normalize_time(value, path)
+
+
+def _text(value: Any) -> str | None:
+    """A string property as sent; anything else (null included) is unknown."""
+    return value if isinstance(value, str) else None
+
+
+def _without_nulls(value: Any) -> Any:
+    """`value` with every null member of its objects removed, at any depth (JSON-LD: absent).
+
+    Only values copied whole into the record go through here (extensions, response values), so
+    no event is walked as a whole; and one that holds no null at all (the common case, told by a
+    cheap check of its JSON bytes) is taken as it is, without a walk.
+    """
+    if not isinstance(value, dict | list) or b"null" not in orjson.dumps(value):
+        return value
+    return _drop_nulls(value)
+
+
+def _drop_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value if v is not None]
+    return value
 
 
 def describe(settings: Settings) -> Reply:

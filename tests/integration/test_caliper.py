@@ -180,8 +180,9 @@ async def test_json_with_charset_is_accepted(client: httpx.AsyncClient) -> None:
             "not a valid caliper envelope",
         ),
         (orjson.dumps({**envelope(), "data": "nope"}), "not a valid caliper envelope"),
+        (orjson.dumps(envelope()), "not a valid caliper envelope"),
     ],
-    ids=["invalid-json", "array", "bare-event", "no-sendTime", "data-not-array"],
+    ids=["invalid-json", "array", "bare-event", "no-sendTime", "data-not-array", "empty-data"],
 )
 async def test_malformed_or_missing_envelope_gets_400(
     client: httpx.AsyncClient, gateway: Gateway, kafka: TopicReader, body: bytes, detail: str
@@ -211,6 +212,49 @@ async def test_missing_send_time_names_the_pointer(client: httpx.AsyncClient) ->
     problem = (await post(client, body)).json()
     assert problem["status"] == 400
     assert any("sendTime" in e["detail"] for e in problem["errors"])
+
+
+async def test_empty_data_names_the_pointer(client: httpx.AsyncClient) -> None:
+    """The spec's `data` is "an ordered collection of one or more" events or entities."""
+    problem = (await post(client, envelope())).json()
+    assert problem["status"] == 400
+    assert [e["pointer"] for e in problem["errors"]] == ["/data"]
+
+
+async def test_nulls_are_absent_and_the_original_stays_as_sent(
+    client: httpx.AsyncClient, gateway: Gateway, kafka: TopicReader
+) -> None:
+    """JSON-LD: an optional property sent as null is absent. The record carries no null; a
+    dead letter keeps the event as sent, nulls included; a null required property is refused."""
+    unset = dict.fromkeys(("edApp", "federatedSession", "membership", "session", "target"))
+    good = {**assessment_started(), **unset, "extensions": {"kept": "x", "unset": None}}
+    good["object"] = {**good["object"], "@context": V1P2, "dateCreated": None, "items": None}
+    good["generated"] = {**good["generated"], "@context": V1P2, "duration": None}
+    wrong_action = {**assessment_started(), **unset, "action": "Teleported"}
+    null_actor = {**assessment_started(), **unset, "actor": None}
+    assert (await post(client, envelope(good, wrong_action, null_actor))).status_code == 200
+
+    (record,) = [
+        r.json()
+        for r in await wait_for_ids(kafka, gateway.canonical_topic, {expected_id(good)})
+        if r.json()["id"] == expected_id(good)
+    ]
+    assert record["type"] == "edu.assessment.attempt.started"
+    assert record["data"]["vendor"]["extensions"] == {"kept": "x"}
+    assert "null" not in orjson.dumps(record).decode()
+    dead = await kafka.read(
+        gateway.deadletter_topic,
+        lambda rs: wrong_action in originals(rs) and null_actor in originals(rs),
+    )
+    letters = {
+        r.json()["where"]: r.json()
+        for r in dead
+        if r.json().get("original") in (wrong_action, null_actor)
+    }
+    assert letters["/data/1"]["original"] == wrong_action  # as sent, its nulls included
+    assert any(e["path"] == "/action" for e in letters["/data/1"]["errors"])
+    assert letters["/data/2"]["original"]["actor"] is None
+    assert any(e["path"] == "/actor" for e in letters["/data/2"]["errors"])
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,10 @@
 """Golden files: each Caliper payload in, the canonical records (and dead letters) out.
 
 The pure part of the pipeline (decode, envelope schema, split, validate, normalize, stamp) runs
-on every edge-case envelope and every IMS positive fixture, with a fixed tenant and receive time,
-and must produce exactly the reviewed output in tests/fixtures/caliper/golden/. After an
-intended change, regenerate with `UPDATE_GOLDEN=1 make test` and review the diff.
+on every edge-case envelope, every IMS positive fixture and every payload of the real emitters'
+corpus (tests/fixtures/caliper/emitters/), with a fixed tenant and receive time, and must produce
+exactly the reviewed output in tests/fixtures/caliper/golden/. After an intended change,
+regenerate with `UPDATE_GOLDEN=1 make test` and review the diff.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from gateway.pipeline import normalize_items, split_request
 from gateway.schemas import SchemaSet
 from gateway.vendors.base import Inbound
 from gateway.vendors.caliper import VENDOR
-from tests.caliper_fixtures import CALIPER, as_envelope, edge_fixtures, positive_fixtures
+from tests.caliper_fixtures import (
+    CALIPER,
+    EmitterRequest,
+    as_envelope,
+    edge_fixtures,
+    emitter_requests,
+    positive_fixtures,
+)
 from tests.golden import check_golden
 
 GOLDEN = CALIPER / "golden"
@@ -37,7 +45,11 @@ CTX = NormalizeContext(
 
 def outcome(path: Path) -> dict[str, Any]:
     body, _ = as_envelope(path)
-    inbound = Inbound("POST", "application/json", orjson.dumps(body))
+    return outcome_of(orjson.dumps(body))
+
+
+def outcome_of(body: bytes) -> dict[str, Any]:
+    inbound = Inbound("POST", "application/json", body)
     items = split_request(VENDOR, inbound, SCHEMAS)
     normalized = normalize_items(VENDOR, items, CTX, SCHEMAS, include_original=False)
     return {
@@ -63,3 +75,12 @@ def test_payload_in_canonical_records_out(path: Path) -> None:
     golden = golden_path(path)
     check_golden(actual, golden)
     assert not actual["deadletters"], "every item of these fixtures is valid"
+
+
+@pytest.mark.parametrize("sent", emitter_requests(), ids=lambda r: r.label)
+def test_real_emitter_payload_in_canonical_records_out(sent: EmitterRequest) -> None:
+    """What real emitters published (SOURCES.md) becomes canonical records, none dead-lettered."""
+    actual = outcome_of(sent.body)
+    check_golden(actual, sent.golden)
+    assert not actual["deadletters"], actual["deadletters"]
+    assert len(actual["canonical"]) == len(sent.envelope["data"])

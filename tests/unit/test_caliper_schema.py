@@ -5,6 +5,8 @@ What is checked:
 - every item of every IMS positive fixture (Caliper 1.1 and 1.2, from IMS caliper-common-fixtures,
   copied under `tests/fixtures/caliper/ims/`) is valid, envelopes included;
 - every hand-written real-payload edge case (`tests/fixtures/caliper/edge/`) is valid;
+- every payload real emitters published (`tests/fixtures/caliper/emitters/`, SOURCES.md there) is
+  valid, envelopes included, as its sender posts it;
 - every IMS negative fixture (`ims/v1p2/commonErrorFixtures/`) is invalid against the entry point
   of its kind, with an error that points somewhere;
 - `jsonschema_rs` (the gateway's hot path) and pure-Python `jsonschema` give the same verdict on
@@ -28,6 +30,7 @@ import pytest
 from referencing import Registry, Resource
 
 from gateway.vendors.caliper import is_event  # the gateway's own split of data[]
+from tests.caliper_fixtures import emitter_requests
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 SCHEMA_PATH: Final = ROOT / "schemas" / "caliper" / "caliper.schema.json"
@@ -94,6 +97,15 @@ def _edge_cases() -> list[Case]:
     return cases
 
 
+def _emitter_cases() -> list[Case]:
+    cases: list[Case] = []
+    for sent in emitter_requests():
+        cases.append(Case(f"emitters/{sent.label}::envelope", "envelope", sent.envelope))
+        for index, item in enumerate(sent.envelope["data"]):
+            cases.append(Case(f"emitters/{sent.label}::data/{index}", _entry_for(item), item))
+    return cases
+
+
 def _negative_cases() -> list[Case]:
     cases: list[Case] = []
     for path in sorted(NEGATIVE_DIR.glob("*.json")):
@@ -149,6 +161,7 @@ def _regex_edge_cases() -> list[Case]:
 
 POSITIVE: Final = _positive_cases()
 EDGE_CASES: Final = _edge_cases()
+EMITTER_CASES: Final = _emitter_cases()
 NEGATIVE: Final = _negative_cases()
 REGEX_CASES: Final = _regex_edge_cases()
 
@@ -217,6 +230,7 @@ def test_fixture_sets_are_complete() -> None:
         assert (IMS / notice).is_file(), f"the LGPL copy needs {notice} beside it"
     assert len({c.label.split("::")[0] for c in POSITIVE}) == 75  # 38 v1p1 + 37 v1p2 files
     assert len({c.label.split("::")[0] for c in EDGE_CASES}) == 10
+    assert len({c.label.split("::")[0] for c in EMITTER_CASES}) == 67
     assert len(NEGATIVE) + len(INDISTINGUISHABLE) + 1 == len(list(NEGATIVE_DIR.iterdir()))
     with pytest.raises(json.JSONDecodeError):
         _load(NEGATIVE_DIR / NOT_JSON)
@@ -230,6 +244,12 @@ def test_ims_positive_fixture_is_valid(case: Case) -> None:
 
 @pytest.mark.parametrize("case", EDGE_CASES, ids=_ids(EDGE_CASES))
 def test_edge_case_is_valid(case: Case) -> None:
+    errors = _rust_errors(case)
+    assert not errors, f"{case.label} ({case.entry}) should be valid:\n" + "\n".join(errors)
+
+
+@pytest.mark.parametrize("case", EMITTER_CASES, ids=_ids(EMITTER_CASES))
+def test_real_emitter_payload_is_valid(case: Case) -> None:
     errors = _rust_errors(case)
     assert not errors, f"{case.label} ({case.entry}) should be valid:\n" + "\n".join(errors)
 
@@ -253,7 +273,7 @@ def test_negative_fixture_indistinguishable_from_a_positive_one(name: str, equal
     assert _rust_validator("entityDescription").is_valid(negative)
 
 
-ALL_CASES: Final = [*POSITIVE, *EDGE_CASES, *NEGATIVE, *REGEX_CASES]
+ALL_CASES: Final = [*POSITIVE, *EDGE_CASES, *EMITTER_CASES, *NEGATIVE, *REGEX_CASES]
 
 
 @pytest.mark.parametrize("case", ALL_CASES, ids=_ids(ALL_CASES))
