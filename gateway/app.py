@@ -24,9 +24,16 @@ from starlette.routing import Route
 
 from gateway import __version__
 from gateway.components import ComponentContext, build_components
-from gateway.errors import GatewayError, MalformedPayload, PayloadTooLarge, Unauthorized
-from gateway.limits import check_encoding, check_form
-from gateway.observability import InFlight, Metrics, configure_logging
+from gateway.errors import (
+    GatewayError,
+    MalformedPayload,
+    PayloadTooLarge,
+    RequestTimeout,
+    Unauthorized,
+)
+from gateway.http_server import BodyDeadlines
+from gateway.limits import FORM, check_form, check_head
+from gateway.observability import InFlight, Metrics, Unverified, configure_logging
 from gateway.pipeline import Pipeline, RequestStats
 from gateway.publisher import Publisher
 from gateway.ratelimit import RateLimited, RateLimiter
@@ -66,7 +73,7 @@ def create_app(
     in_flight = InFlight(settings.server.max_in_flight)
     metrics = Metrics(publisher, in_flight)
     publisher.on_published = metrics.observe_publish
-    guard = _Guard(metrics, RateLimiter(settings.rate_limit))
+    guard = _Guard(metrics, RateLimiter(settings.rate_limit), pipeline, settings)
     components = build_components(ComponentContext(settings, pipeline))
     for component in components:
         pipeline.on_accepted(component.vendor, component.accepted)
@@ -112,9 +119,7 @@ def create_app(
     extras = [extra for component in components for extra in component.routes()]
     extras += [_describe(vendor, settings) for vendor in vendors.values() if vendor.describe]
     for extra in extras:
-        endpoint = _extra(
-            vendors[extra.vendor], extra, pipeline, settings.server.max_body_bytes, guard
-        )
+        endpoint = _extra(vendors[extra.vendor], extra, guard)
         routes.append(Route(extra.path, endpoint, methods=[extra.method]))
     return Starlette(routes=routes, lifespan=lifespan)
 
@@ -134,7 +139,6 @@ def _ingest(
     tracer: Tracer,
     guard: _Guard,
 ) -> Endpoint:
-    limit = settings.server.max_body_bytes
     traced = tracer is not NO_TRACER
     vendor_attribute = {"gateway.vendor": vendor.name}
 
@@ -147,14 +151,19 @@ def _ingest(
         request_id = _request_id(request)
         stats = RequestStats()
         error_code = None
+        inbound = None
+        taken = False  # a request refused before it was taken is answered with `close`
         try:
-            guard.admit(request)
+            media, tenant = guard.head(vendor, request)
+            if tenant is None:  # only the body proves who sent it: read in the unverified pool
+                inbound, tenant = await guard.verify(vendor, request, media)
+            stats.tenant = tenant
+            guard.limiter.take(tenant, vendor.name)
             with in_flight:
-                inbound = _inbound(request, await _read_body(request, limit))
-                if guard.limiter.enabled:  # the tenant is known only once authenticated
-                    stats.tenant = pipeline.authenticate(vendor, inbound)
-                    guard.limiter.take(stats.tenant, vendor.name)
-                reply = await pipeline.ingest(vendor, inbound, request_id, stats, stats.tenant)
+                if inbound is None:
+                    inbound = await guard.read(vendor, request, media)
+                taken = True
+                reply = await pipeline.ingest(vendor, inbound, request_id, stats, tenant)
         except GatewayError as error:
             error_code = error.code
             guard.refused(vendor, request, request_id, error)
@@ -192,7 +201,7 @@ def _ingest(
         )
         if traced:
             _annotate(span, request_id, reply.status, error_code, stats)
-        return _response(reply, request_id)
+        return _response(reply, request_id, close=not taken)
 
     return endpoint
 
@@ -227,22 +236,27 @@ def _describe(vendor: Vendor, settings: Settings) -> ExtraRoute:
     return ExtraRoute(vendor.name, vendor.path, "GET", handler)
 
 
-def _extra(
-    vendor: Vendor, extra: ExtraRoute, pipeline: Pipeline, limit: int, guard: _Guard
-) -> Endpoint:
+def _extra(vendor: Vendor, extra: ExtraRoute, guard: _Guard) -> Endpoint:
     async def endpoint(request: Request) -> Response:
         started = time.perf_counter()
         request_id = _request_id(request)
         tenant = None
+        taken = False
         try:
-            guard.admit(request)
-            body = await _read_body(request, limit)
-            inbound = _inbound(request, body, base_url=str(request.base_url).rstrip("/"))
-            tenant = pipeline.authenticate(vendor, inbound)
+            media, tenant = guard.head(vendor, request)
+            base_url = str(request.base_url).rstrip("/")
+            if tenant is None:
+                inbound, tenant = await guard.verify(vendor, request, media, base_url)
+            else:
+                inbound = await guard.read(vendor, request, media, base_url)
+            taken = True
             reply = await extra.handler(inbound, tenant)
         except GatewayError as error:
             guard.refused(vendor, request, request_id, error)
             reply = _error_reply(vendor, error)
+        except Exception:  # a bug: answered and logged like any other request, never a bare 500
+            log.exception("request_failed", request_id=request_id, vendor=vendor.name)
+            reply = _error_reply(vendor, GatewayError("the gateway failed to take this request"))
         log.info(
             "request",
             request_id=request_id,
@@ -253,22 +267,93 @@ def _extra(
             status=reply.status,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
         )
-        return _response(reply, request_id)
+        return _response(reply, request_id, close=not taken)
 
     return endpoint
 
 
 class _Guard:
-    """Around every vendor route: the client's failed-authentication limit, and what a refused
-    credential leaves behind (a counter and an `auth_failed` line, never the secret)."""
+    """Around every vendor route: what is checked before a body is read, how it is read, and
+    what a refused credential leaves behind (a counter and an `auth_failed` line, never the
+    secret).
 
-    def __init__(self, metrics: Metrics, limiter: RateLimiter) -> None:
+    In order: the client's failed-authentication limit (429), the head's framing (415, 413),
+    the credential as far as the head shows it (401). A request the head proves is read in the
+    slots of authenticated requests (`InFlight`, by the route); one whose credential only the
+    body can prove is read and authenticated in a pool of its own (`Unverified`), bounded per
+    client address. Every body is read within `server.body_timeout_seconds` (408)."""
+
+    def __init__(
+        self, metrics: Metrics, limiter: RateLimiter, pipeline: Pipeline, settings: Settings
+    ) -> None:
+        server = settings.server
         self.metrics = metrics
         self.limiter = limiter
+        self.pipeline = pipeline
+        self.limit = server.max_body_bytes
+        self.deadlines = BodyDeadlines(server.body_timeout_seconds)
+        retry_after = int(RETRY_AFTER_SECONDS)
+        self.unverified = Unverified(
+            server.max_unverified_in_flight, server.max_unverified_per_client, retry_after
+        )
 
-    def admit(self, request: Request) -> None:
-        """Raise RateLimited when the client has failed authentication too often."""
+    def head(self, vendor: Vendor, request: Request) -> tuple[str, str | None]:
+        """Everything checked before the body: its media type, and the tenant when the head
+        proves the credential (None when only the body can)."""
         self.limiter.check_client(_client(request))
+        headers = request.headers
+        media = check_head(headers, self.limit)
+        return media, self.pipeline.authenticate_head(vendor, headers, request.query_params, media)
+
+    async def verify(
+        self, vendor: Vendor, request: Request, media: str, base_url: str = ""
+    ) -> tuple[Inbound, str]:
+        """Read and authenticate a request whose credential only its body proves, in the
+        unverified pool (503 when it is full, 429 when the client's share is)."""
+        client = _client(request)
+        self.unverified.take(client)
+        try:
+            inbound = _inbound(request, await self._body(request), media, base_url)
+            return inbound, self.pipeline.authenticate(vendor, inbound)
+        finally:
+            self.unverified.release(client)
+
+    async def read(
+        self, vendor: Vendor, request: Request, media: str, base_url: str = ""
+    ) -> Inbound:
+        """Read a request its head proved. A form may hold a credential of its own (Canvas's
+        `access_token`): the whole request is authenticated again, so that two credentials
+        that disagree are refused as they are without the head's check."""
+        inbound = _inbound(request, await self._body(request), media, base_url)
+        if media == FORM:
+            self.pipeline.authenticate(vendor, inbound)
+        return inbound
+
+    async def _body(self, request: Request) -> bytes:
+        """The body, refused as soon as it is known to exceed the size limit (the declared
+        length was checked with the head; here, while streaming) or to take longer than the
+        body timeout (see gateway.limits and gateway.http_server)."""
+        limit = self.limit
+        deadlines = self.deadlines
+        chunks: list[bytes] = []
+        size = 0
+        task = deadlines.start()
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"the body is larger than the limit of {limit} bytes")
+                chunks.append(chunk)
+        except ClientDisconnect:  # fewer bytes than Content-Length said, then the client hung up
+            raise MalformedPayload("the connection closed before the whole body arrived") from None
+        except asyncio.CancelledError:
+            if deadlines.stop(task):
+                seconds = deadlines.seconds
+                raise RequestTimeout(f"the body did not arrive within {seconds:g}s") from None
+            raise
+        finally:
+            deadlines.stop(task)
+        return b"".join(chunks)
 
     def refused(
         self, vendor: Vendor, request: Request, request_id: str, error: GatewayError
@@ -309,8 +394,12 @@ def _error_reply(vendor: Vendor, error: GatewayError) -> Reply:
     return reply
 
 
-def _response(reply: Reply, request_id: str) -> Response:
+def _response(reply: Reply, request_id: str, *, close: bool = False) -> Response:
+    """`close`: the request was refused before it was taken, maybe before its body was read.
+    The connection is not kept: what is left of the body is never read."""
     headers = {**reply.headers, "x-request-id": request_id}
+    if close:
+        headers["connection"] = "close"
     return Response(reply.body, reply.status, headers=headers, media_type=reply.media_type)
 
 
@@ -319,11 +408,9 @@ def _request_id(request: Request) -> str:
     return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
 
 
-def _inbound(request: Request, body: bytes, base_url: str = "") -> Inbound:
+def _inbound(request: Request, body: bytes, media_type: str, base_url: str = "") -> Inbound:
     """What vendors see of a request. `base_url` only where answers hold absolute links: it is
     not free to build on every ingest request."""
-    content_type = request.headers.get("content-type", "")
-    media_type = content_type.split(";", 1)[0].strip().lower()
     check_form(media_type, body)  # before anything (auth included) parses it
     return Inbound(
         method=request.method,
@@ -334,29 +421,6 @@ def _inbound(request: Request, body: bytes, base_url: str = "") -> Inbound:
         path_params={k: str(v) for k, v in request.path_params.items()},
         base_url=base_url,
     )
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it is known to exceed `limit` (declared or while streaming),
-    or compressed (see gateway.limits)."""
-    check_encoding(request.headers.get("content-encoding"))
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not (declared.isascii() and declared.isdigit()):
-            raise MalformedPayload(f"invalid Content-Length {declared!r}")
-        if int(declared) > limit:
-            raise PayloadTooLarge(f"the body is larger than the limit of {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"the body is larger than the limit of {limit} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:  # fewer bytes than Content-Length said, then the client hung up
-        raise MalformedPayload("the connection closed before the whole body arrived") from None
-    return b"".join(chunks)
 
 
 async def _healthz(_: Request) -> Response:
@@ -415,6 +479,7 @@ def openapi_document(
                     },
                     "400": {"description": "malformed payload, or over a safety limit"},
                     "401": {"description": "missing or invalid credentials"},
+                    "408": {"description": "the body did not arrive in time"},
                     "413": {"description": "body over the size limit"},
                     "415": {"description": "unsupported content type"},
                     "422": {"description": "unsupported version"},

@@ -16,16 +16,18 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
+from typing import Final
 from urllib.parse import parse_qs
 
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.cmac import CMAC
 
-from gateway.errors import ConfigError, Unauthorized
+from gateway.errors import ConfigError, GatewayError, Unauthorized
 from gateway.settings import Credential, PearsonSettings, Tenant
 
 FORM = "application/x-www-form-urlencoded"
@@ -47,6 +49,33 @@ class Scheme(Enum):
 
 
 STANDARD_WEBHOOKS_HEADER = "webhook-signature"
+# An Inspera signature: the hex HMAC-SHA1 (40 digits) of the body.
+_SHA1_HEX = re.compile(r"[0-9A-Fa-f]{40}")
+
+# The AUTHORIZATION timestamp as Pearson's code writes it, in UTC: EventingClient's
+# `yyyy-MM-dd'T'HH:mm:ss'Z'` (2015-01-20T18:58:11Z), or `+0000` for the `Z`, which is what the
+# `yyyy-MM-dd'T'HH:mm:ssZ` its demo subscriber and its javadoc name writes. The MAC covers the
+# timestamp and MESSAGE-ID with no separator, so only a fixed width makes their boundary
+# unambiguous: with any other shape allowed, characters moved between the two keep the MAC
+# valid and make "another" message. Neither spelling is a prefix of the other, and no timestamp
+# of one is another of either with a character more or less. ASCII digits only (not `\d`).
+_PEARSON_TIMESTAMP: Final = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:Z|\+0000)"
+)
+# The key the MAC is computed with when the principal is unknown, so that an unknown principal
+# costs the same work as a wrong signature and timing does not tell which principals exist.
+_UNKNOWN_PRINCIPAL_KEY: Final = bytes(16)
+# One answer for an unknown principal and a wrong MAC: no oracle for which principals exist.
+_INVALID_SIGNATURE: Final = "invalid signature"
+
+
+class AmbiguousCredentials(GatewayError):
+    """Raised when a request carries more than one different credential (RFC 6750 §3.1: more
+    than one method, or a repeated parameter, is an `invalid_request`): which one counts would be
+    a choice the sender cannot see, and other readers of the request may have taken another."""
+
+    status = 400
+    code = "ambiguous_credentials"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +149,64 @@ class Authenticator:
             return self._pearson_cmac(vendor, presented)
         return self._inspera_hmac(vendor, presented)
 
+    def authenticate_head(
+        self,
+        vendor: str,
+        scheme: Scheme,
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+        media_type: str,
+    ) -> str | None:
+        """What the head alone (headers, query, media type) proves, before the body is read: the
+        tenant, when the credential travels there (bearer tokens and raw keys, Canvas's header
+        or query `access_token`); None when only the body can prove it (then `authenticate` the
+        whole request), once the head has all it must have. Raises Unauthorized when the head
+        already rules the request out: no body could make it valid.
+
+        A form body may hold a credential too (Canvas's `access_token`): a form request proven
+        by its head must still be authenticated whole once its body is read."""
+        if scheme is Scheme.STANDARD_WEBHOOKS or (
+            vendor in self._webhooks and STANDARD_WEBHOOKS_HEADER in headers
+        ):
+            self._standard_webhooks_head(vendor, headers)
+            return None
+        if scheme is Scheme.BEARER_OR_RAW:
+            return self._token(vendor, _bearer_or_raw(headers.get("authorization", "")))
+        if scheme is Scheme.BEARER_OR_ACCESS_TOKEN:
+            # Read as `authenticate` reads them, without the body: the header and the query.
+            token = _bearer_or_access_token(Credentials(headers, query))
+            if token:
+                return self._token(vendor, token)
+            if media_type == FORM:
+                return None  # maybe in the form
+            raise Unauthorized("missing credentials")
+        if scheme is Scheme.PEARSON_CMAC:
+            if media_type != FORM:  # the signature travels in the form
+                raise Unauthorized("AUTHORIZATION must be principal|timestamp|mac")
+            return None
+        signature = headers.get("x-inspera-signature", "").strip()
+        if not signature:
+            raise Unauthorized("missing X-Inspera-Signature")
+        if not _SHA1_HEX.fullmatch(signature):  # never equal to a hex HMAC-SHA1
+            raise Unauthorized("invalid signature")
+        return None
+
+    def _standard_webhooks_head(self, vendor: str, headers: Mapping[str, str]) -> None:
+        """The Standard Webhooks headers a signature needs, and a timestamp that some
+        credential's tolerance can take (the signature itself needs the body)."""
+        webhook_id = headers.get("webhook-id", "")
+        timestamp = headers.get("webhook-timestamp", "").strip()
+        if not (webhook_id and timestamp and headers.get(STANDARD_WEBHOOKS_HEADER, "")):
+            raise Unauthorized("missing webhook-id, webhook-timestamp or webhook-signature")
+        if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
+            raise Unauthorized("webhook-timestamp is not a Unix timestamp")
+        hooks = self._webhooks.get(vendor, [])
+        if not hooks:
+            raise Unauthorized("invalid signature")
+        tolerance = max(hook.tolerance_seconds for hook in hooks)
+        if abs(self._clock().timestamp() - int(timestamp)) > tolerance:
+            raise Unauthorized("webhook-timestamp is outside the accepted window")
+
     def _token(self, vendor: str, token: str) -> str:
         if not token:
             raise Unauthorized("missing credentials")
@@ -136,10 +223,10 @@ class Authenticator:
         if len(parts) != 3:
             raise Unauthorized("AUTHORIZATION must be principal|timestamp|mac")
         principal, timestamp, mac = parts
+        # Before the MAC: Pearson's format is public, so refusing another shape tells nothing.
+        signed_at = _pearson_time(timestamp)
         found = self._principals.get((vendor, principal))
-        if found is None:
-            raise Unauthorized("unknown principal")
-        secrets, tenant = found
+        secrets, tenant = found if found is not None else ((), "")
         message = "".join(
             (
                 timestamp,
@@ -156,22 +243,19 @@ class Authenticator:
         for secret in secrets:
             expected = aes_cmac_hex(secret, message).encode()
             matched = hmac.compare_digest(expected, presented_mac) | matched
+        if found is None:
+            # The same work for a principal nobody has, and the same answer as a wrong MAC.
+            aes_cmac(_UNKNOWN_PRINCIPAL_KEY, message.encode("utf-8"))
         if not matched:
-            raise Unauthorized("invalid signature")
-        self._check_freshness(timestamp)
+            raise Unauthorized(_INVALID_SIGNATURE)
+        self._check_freshness(signed_at)
         return tenant
 
-    def _check_freshness(self, timestamp: str) -> None:
-        max_age = self._pearson.max_age_seconds
-        if max_age <= 0:
-            return
-        try:
-            signed = datetime.fromisoformat(timestamp)
-        except ValueError:
-            raise Unauthorized("AUTHORIZATION timestamp is not a timestamp") from None
-        if signed.tzinfo is None:
-            signed = signed.replace(tzinfo=UTC)
-        if abs((self._clock() - signed).total_seconds()) > max_age:
+    def _check_freshness(self, signed_at: datetime) -> None:
+        """Judged after the signature: a forged delivery learns nothing about the window."""
+        age = (self._clock() - signed_at).total_seconds()
+        max_age, max_ahead = self._pearson.max_age_seconds, self._pearson.max_future_seconds
+        if (max_age > 0 and age > max_age) or (max_ahead > 0 and -age > max_ahead):
             raise Unauthorized("AUTHORIZATION timestamp is outside the accepted window")
 
     def _inspera_hmac(self, vendor: str, presented: Credentials) -> str:
@@ -263,11 +347,51 @@ def _bearer_or_raw(header: str) -> str:
     return header.strip()
 
 
+def _pearson_time(timestamp: str) -> datetime:
+    """The moment of an AUTHORIZATION timestamp in Pearson's own format (`_PEARSON_TIMESTAMP`)."""
+    found = _PEARSON_TIMESTAMP.fullmatch(timestamp)
+    if found is None:
+        raise Unauthorized("AUTHORIZATION timestamp is not yyyy-MM-ddTHH:mm:ssZ (UTC)")
+    year, month, day, hour, minute, second = (int(part) for part in found.groups())
+    try:
+        return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+    except ValueError:  # the right shape, no date (month 13)
+        raise Unauthorized("AUTHORIZATION timestamp is not a date") from None
+
+
 def _bearer_or_access_token(presented: Credentials) -> str:
+    """The one token presented: a bearer header or Canvas's `access_token` (query or form).
+
+    Every place it can be is read, every time it is given: the same token given more than once
+    is one credential, two different ones are refused (AmbiguousCredentials, 400) rather than one
+    picked silently (a first or last value, a header over a parameter) where a proxy, a log
+    redactor or the sender may have read the other. An empty value is no token (Canvas's
+    `.presence`).
+    """
+    tokens: list[str] = []
     scheme, _, rest = presented.headers.get("authorization", "").strip().partition(" ")
     if rest and scheme.lower() == "bearer":
-        return rest.strip()
-    token = presented.query.get("access_token", "")
-    if not token and presented.media_type == FORM:
-        token = form_fields(presented.body).get("access_token", "")
-    return token
+        tokens.append(rest.strip())
+    getlist = getattr(presented.query, "getlist", None)  # Starlette's QueryParams: every value
+    if callable(getlist):
+        tokens += [str(value) for value in getlist("access_token")]
+    elif "access_token" in presented.query:
+        tokens.append(presented.query["access_token"])
+    if presented.media_type == FORM:
+        tokens += _form_values(presented.body, "access_token")
+    distinct = {token for token in tokens if token}
+    if len(distinct) > 1:
+        raise AmbiguousCredentials(
+            "more than one access token, with different values (Authorization header, "
+            "access_token in the query or the form): send one"
+        )
+    return distinct.pop() if distinct else ""
+
+
+def _form_values(body: bytes, name: str) -> list[str]:
+    """Every value of one field of an url-encoded form; none when the form is undecodable."""
+    try:
+        parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except (UnicodeDecodeError, ValueError):
+        return []
+    return parsed.get(name, [])

@@ -19,6 +19,7 @@ from gateway import __version__, tools
 from gateway.broker import broker_command, start_broker, stop_broker
 from gateway.canonical import parse_time
 from gateway.errors import ConfigError, NormalizeError
+from gateway.http_server import uvicorn_options
 from gateway.settings import CONFIG_ENV, Settings, load_settings
 
 DEV_CONFIG = "gateway.dev.toml"
@@ -138,8 +139,7 @@ def _serve(host: str | None, port: int | None, workers: int | None) -> int:
         host=host or server.host,
         port=port or server.port,
         workers=workers or server.workers,
-        access_log=False,  # the gateway writes its own line per request
-        log_level="warning",
+        **uvicorn_options(server),  # the HTTP limits, proxies trusted, uvicorn's own logging
     )
     return 0
 
@@ -217,7 +217,7 @@ def _dev(port: int, kafka_port: int) -> int:
     os.environ[CONFIG_ENV] = str(_dev_config())
     os.environ["GATEWAY_KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{kafka_port}"
     os.environ["GATEWAY_SERVER_PORT"] = str(port)
-    load_settings()  # validate before starting anything
+    server = load_settings().server  # validate before starting anything
     broker = start_broker(kafka_port, quiet=True)
     try:
         config = uvicorn.Config(
@@ -225,8 +225,7 @@ def _dev(port: int, kafka_port: int) -> int:
             factory=True,
             host="127.0.0.1",
             port=port,
-            access_log=False,
-            log_level="warning",
+            **uvicorn_options(server),
         )
         asyncio.run(_serve_announced(uvicorn.Server(config), port, kafka_port))
     finally:

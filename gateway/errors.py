@@ -112,3 +112,10 @@ class NormalizeError(Exception):
         super().__init__(message)
         self.message = message
         self.path = path
+
+
+class RequestTimeout(GatewayError):
+    """Raised when a request's body does not arrive within `server.body_timeout_seconds`."""
+
+    status = 408
+    code = "request_timeout"

@@ -17,7 +17,13 @@ below what would cost memory or time.
   would otherwise cost a hundred MiB of Python objects.
 - A url-encoded form holds at most `MAX_FORM_FIELDS` (10,000) fields, counted before parsing.
 - Compressed bodies (`Content-Encoding` other than identity) are refused with 415: there is no
-  decompression to bomb.
+  decompression to bomb. So is a transfer coding other than `chunked` (`gzip, chunked`): the
+  framing is undone by the HTTP parser, the coding would not be.
+- JSON and forms are read as UTF-8: a `charset` other than UTF-8 (or its subset US-ASCII) on
+  such a body is refused with 415, rather than read as UTF-8 and refused as malformed.
+
+These checks of the head (`check_head`), the declared `Content-Length` included, run before any
+of the body is read.
 
 A body over a limit gets `UnsafePayload` (400 in the vendor's error format). Unlike a merely
 malformed body (`InvalidJson`) it is not dead-lettered: nothing of it is published.
@@ -30,17 +36,21 @@ Records are still written with orjson.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final
 
 import jiter
 
-from gateway.errors import GatewayError, UnsupportedMediaType
+from gateway.errors import GatewayError, MalformedPayload, PayloadTooLarge, UnsupportedMediaType
 
 MAX_JSON_DEPTH: Final = 64
 MAX_JSON_ITEMS: Final = 10_000
 MAX_FORM_FIELDS: Final = 10_000
 FORM: Final = "application/x-www-form-urlencoded"
 _IDENTITY: Final = frozenset({"", "identity"})
+_UTF8: Final = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
+# Media types read as UTF-8 text whose charset is checked.
+_TEXT_AS_UTF8: Final = frozenset({"application/json", FORM})
 MAX_JSON_NODES: Final = 250_000
 _INT64_MIN: Final = -(2**63)
 _UINT64_MAX: Final = 2**64 - 1
@@ -59,6 +69,41 @@ def check_encoding(content_encoding: str | None) -> None:
         raise UnsupportedMediaType(
             f"unsupported content encoding {content_encoding!r}: send the body uncompressed"
         )
+
+
+def check_head(headers: Mapping[str, str], limit: int) -> str:
+    """What a request's head says of its body, checked before any of it is read: its encodings
+    (415), its declared length (over `limit`: 413; not a number: 400) and its charset (415).
+    Returns the media type, lower-case and without parameters."""
+    check_encoding(headers.get("content-encoding"))
+    coding = headers.get("transfer-encoding")
+    if coding is not None and coding.strip().lower() != "chunked":
+        raise UnsupportedMediaType(
+            f"unsupported transfer coding {coding[:64]!r}: only chunked is taken, uncompressed"
+        )
+    declared = headers.get("content-length")
+    if declared is not None:
+        if not (declared.isascii() and declared.isdigit()):
+            raise MalformedPayload(f"invalid Content-Length {declared[:64]!r}")
+        if len(declared) > 18 or int(declared) > limit:  # 18 digits: no int() of a long string
+            raise PayloadTooLarge(f"the body is larger than the limit of {limit} bytes")
+    return media_type_of(headers.get("content-type", ""))
+
+
+def media_type_of(content_type: str) -> str:
+    """The media type of a Content-Type, lower-case and without parameters; raises
+    UnsupportedMediaType for JSON or a form in a charset other than UTF-8."""
+    media, _, parameters = content_type.partition(";")
+    media = media.strip().lower()
+    if parameters and (media in _TEXT_AS_UTF8 or media.endswith("+json")):
+        for parameter in parameters.split(";"):
+            name, _, value = parameter.partition("=")
+            charset = value.strip().strip('"').lower()
+            if name.strip().lower() == "charset" and charset not in _UTF8:
+                raise UnsupportedMediaType(
+                    f"unsupported charset {charset[:40]!r}: send JSON and forms in UTF-8"
+                )
+    return media
 
 
 def check_form(media_type: str, body: bytes) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -181,6 +181,13 @@ class Pipeline:
         """The tenant of the request's credential (raises Unauthorized)."""
         presented = Credentials(inbound.headers, inbound.query, inbound.media_type, inbound.body)
         return self._auth.authenticate(vendor.name, vendor.auth, presented)
+
+    def authenticate_head(
+        self, vendor: Vendor, headers: Mapping[str, str], query: Mapping[str, str], media: str
+    ) -> str | None:
+        """Before the body is read: the tenant if the head proves it, None if only the body
+        can (raises Unauthorized when the head rules the request out; see gateway.auth)."""
+        return self._auth.authenticate_head(vendor.name, vendor.auth, headers, query, media)
 
     async def ingest(
         self,

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError
 
@@ -35,8 +36,35 @@ class ServerSettings:
     # Where the gateway keeps local state (SQLite files): spool, read models, pending downloads.
     state_dir: str = "var"
     # Requests worked on at once per process; past it, 503 + Retry-After (bounds memory: each
-    # holds up to max_body_bytes), never an unbounded queue.
+    # holds up to max_body_bytes), never an unbounded queue. Requests whose credential only
+    # their body proves count here once it is proven (until then, in the pool below).
     max_in_flight: int = 512
+    # Requests whose credential only the body can prove (Pearson, Inspera, Standard Webhooks,
+    # Canvas's access_token in a form), while it is read and checked: a pool of their own, so
+    # that unauthenticated clients cannot take the slots of authenticated ones. Past it, 503 +
+    # Retry-After; past the share of one client address, 429 + Retry-After.
+    max_unverified_in_flight: int = 64
+    max_unverified_per_client: int = 16
+    # How long a request's body may take to arrive, in all (not between bytes: a byte every few
+    # seconds must not hold a slot for ever); past it, 408 in the vendor's format and close.
+    # 4 MiB (max_body_bytes) in 30 s needs a little over 1 Mbit/s.
+    body_timeout_seconds: float = 30.0
+    # How long the request line and headers may take, from the connection's start or the
+    # request's first byte; past it, 408 and close.
+    header_timeout_seconds: float = 10.0
+    # The request line and headers together, and the number of header fields; past either,
+    # 431 and close. Real senders' heads are well under 8 KiB and 30 fields.
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are trusted: addresses or networks
+    # ("10.0.0.0/8"), "*" for any. Empty (the default): none, the TCP peer is the client; what
+    # a client writes in those headers is ignored (rate limits and logs use the peer).
+    forwarded_allow_ips: tuple[str, ...] = ()
+    # The URL senders reach the gateway at ("https://gateway.example.edu", a path prefix allowed),
+    # for answers that hold absolute links (Canvas's pagination). "" = not known: links name the
+    # configured `host` only when the request did too, else they are relative (never the Host a
+    # request claims, which its sender chooses). Set it behind a reverse proxy.
+    public_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -128,9 +156,15 @@ class CanonicalSettings:
 class PearsonSettings:
     """Pearson LearningStudio eventing."""
 
-    # Seconds an AUTHORIZATION timestamp may be old; 0 = not checked. Pearson's own samples do not
-    # check it and redeliver for 72 h, so a window, if any, must be generous.
-    max_age_seconds: float = 0.0
+    # Seconds an AUTHORIZATION timestamp may be old; 0 = not checked. Pearson redelivers a message
+    # for up to 72 h, and nothing Pearson published says a redelivery is signed again (its own
+    # verifier, EventingClient.verifyAuthenticity, never looks at the time): a redelivery may
+    # carry the first delivery's timestamp. So 72 h, plus an hour for queueing before the first
+    # attempt and for clocks. Older ones are refused: a captured delivery is not good forever.
+    max_age_seconds: float = 73 * 3600.0
+    # Seconds an AUTHORIZATION timestamp may be ahead of the gateway's clock (Pearson's clock
+    # running fast); 0 = not checked. Five minutes, the tolerance Pearson's own API allows.
+    max_future_seconds: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -322,6 +356,12 @@ _POSITIVE = {
     "server.workers",
     "server.max_body_bytes",
     "server.max_in_flight",
+    "server.max_unverified_in_flight",
+    "server.max_unverified_per_client",
+    "server.body_timeout_seconds",
+    "server.header_timeout_seconds",
+    "server.max_header_bytes",
+    "server.max_headers",
     "kafka.max_batch_bytes",
     "kafka.publish_timeout_seconds",
     "kafka.topic_partitions",
@@ -344,6 +384,8 @@ _POSITIVE = {
     "rate_limit.failed_auth_burst",
     "rate_limit.max_buckets",
 }
+# Windows where 0 turns the check off: a negative one would refuse every delivery.
+_NOT_NEGATIVE = {"pearson.max_age_seconds", "pearson.max_future_seconds"}
 
 # librdkafka's ceiling for `message.max.bytes`.
 _MAX_RECORD_BYTES = 1_000_000_000
@@ -446,10 +488,38 @@ def _check_value(key: str, value: Any) -> None:
         raise ConfigError(f"{key} must be one of {', '.join(choices)}, not {value!r}")
     if key in _POSITIVE and value <= 0:
         raise ConfigError(f"{key} must be positive, not {value!r}")
+    if key in _NOT_NEGATIVE and value < 0:
+        raise ConfigError(f"{key} must be 0 (not checked) or positive, not {value!r}")
+    if key == "server.public_url" and value:
+        _check_public_url(key, value)
     if key == "kafka.max_record_bytes" and not (value == 0 or 1024 <= value <= _MAX_RECORD_BYTES):
         raise ConfigError(f"{key} must be 0 (read from the cluster) or 1024..{_MAX_RECORD_BYTES}")
     if isinstance(value, str) and not value and key.startswith("kafka."):
         raise ConfigError(f"{key} must not be empty")
+
+
+def _check_public_url(key: str, value: str) -> None:
+    """An absolute http(s) URL naming a host, without credentials, query or fragment: links are
+    built by appending `/api/v1/...` to it."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  # raises ValueError for a port that is no port
+    except ValueError:
+        raise ConfigError(f"{key} is not a URL: {value!r}") from None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or parts.password is not None
+        or parts.query
+        or parts.fragment
+        or "?" in value
+        or "#" in value
+    ):
+        raise ConfigError(
+            f"{key} must be an http(s) URL such as https://gateway.example.edu, "
+            f"without credentials, query or fragment, not {value!r}"
+        )
 
 
 def _check_kafka_security(kafka: KafkaSettings, env: Mapping[str, str]) -> None:

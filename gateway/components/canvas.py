@@ -7,6 +7,11 @@ instance published), keeps the Canvas records and stores them in SQLite under
 where the last committed batch ended, and rows are idempotent by canonical record id (a record
 that reaches Kafka twice is stored once).
 
+Every number a GET reads from its path or query is bounded before it reaches SQLite or a JSON
+answer (64 bits both): a page beyond that is a 400, an id no Canvas id can be a 404, in Canvas's
+error format like every other error of these routes. Pagination links are built from
+`server.public_url`, never from the `Host` a request claims (see `link_base`).
+
 A GET right after a 204 must see its events. The POST's records were acknowledged by Kafka
 before the 204, so the topic's end offsets already cover them: a GET asks Kafka for the end
 offsets and waits (at most `canvas.quiz_log_wait_seconds`) until the consumer has stored
@@ -31,13 +36,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import orjson
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from gateway.errors import NotFound
+from gateway.errors import GatewayError, NotFound
 from gateway.kafka_security import librdkafka_connection
 from gateway.settings import Settings
 from gateway.sqlite_store import SqliteStore
@@ -52,6 +57,10 @@ SUBMISSION_PATH: Final = QUIZ_PATH + "/submissions/{id}"
 # Canvas's pagination (Api.paginate): 10 per page unless asked, never more than 100.
 DEFAULT_PER_PAGE: Final = 10
 MAX_PER_PAGE: Final = 100
+# The last page whose SQLite OFFSET, (page - 1) * per_page, is still a 64-bit integer.
+MAX_PAGE: Final = canvas.MAX_ID // MAX_PER_PAGE
+# Listen addresses that name no host a client could use in a link.
+_WILDCARD_HOSTS: Final = frozenset({"", "0.0.0.0", "::"})  # noqa: S104  # compared, not bound
 # The event Canvas records when a quiz submission gets a new attempt.
 ATTEMPT_START: Final = "submission_created"
 # Cheap pre-filter: canonical records are compact orjson, so a Canvas record holds this.
@@ -112,6 +121,13 @@ _PAGE: Final = (
 log = structlog.get_logger("gateway.canvas")
 
 T = TypeVar("T")
+
+
+class InvalidParameter(GatewayError):
+    """Raised when a query parameter of a GET cannot be what it names (a page beyond 64 bits)."""
+
+    status = 400
+    code = "invalid_parameter"
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,11 +308,17 @@ def _key(submission: Submission) -> tuple[str, str, str, str]:
 
 
 def page_params(query: Mapping[str, str]) -> tuple[int, int]:
-    """`per_page` (default 10, at most 100; Canvas clamps rather than refuses) and `page`."""
+    """`per_page` (default 10, at most 100; Canvas clamps rather than refuses) and `page`.
+
+    A value that is no number in ASCII digits is ignored (the default), as before for `x`;
+    a page past MAX_PAGE is refused (InvalidParameter): its offset would not fit SQLite.
+    """
     per_page = _int(query.get("per_page"))
     if per_page is None or per_page < 1:
         per_page = DEFAULT_PER_PAGE
     page = _int(query.get("page"))
+    if page is not None and page > MAX_PAGE:
+        raise InvalidParameter(f"page must be a whole number from 1 to {MAX_PAGE}")
     return min(per_page, MAX_PER_PAGE), page if page is not None and page >= 1 else 1
 
 
@@ -311,12 +333,8 @@ def requested_attempt(value: str | None, latest: int) -> int:
 
 
 def _int(value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(value.strip())
-    except ValueError:
-        return None
+    """ASCII digits only: `int` would also read "٣" (U+0663) as 3."""
+    return None if value is None else canvas.ascii_number(value)
 
 
 def events_path(submission: Submission) -> str:
@@ -326,12 +344,49 @@ def events_path(submission: Submission) -> str:
     return f"{API}/courses/{course}/quizzes/{quiz}/submissions/{sub}/events"
 
 
+def link_base(public_url: str, listen_host: str, request_base: str) -> str:
+    """What pagination links start with: `server.public_url` when configured; else the scheme,
+    host and port of the request only when its host is the configured listen host; else ""
+    (relative links).
+
+    Not the request's `Host` as such: its sender chooses it, and links naming another host send
+    whoever follows them (and their token) there. canvasapi needs absolute links that start with
+    its own base URL (its PaginatedList cuts that base off with a regex, and crashes on anything
+    else, relative links included), so a gateway behind a proxy or listening on a wildcard
+    address must be told its `public_url`. Without it, a request that addressed the configured
+    `server.host` gets absolute links to that host: the port is the request's, because
+    `gateway serve --port` may listen elsewhere than `server.port`, and the app cannot tell;
+    the request can then at most name another port of the gateway's own address.
+    """
+    if public_url:
+        return public_url.rstrip("/")
+    host = listen_host.strip("[]").lower()
+    if host in _WILDCARD_HOSTS:
+        return ""
+    try:
+        parts = urlsplit(request_base)
+        port = parts.port  # ValueError: a port that is no port
+    except ValueError:
+        return ""
+    if (
+        parts.scheme not in ("http", "https")
+        or parts.hostname != host
+        or parts.username is not None
+        or parts.password is not None
+        or parts.path not in ("", "/")  # a Host with a path, or a root path: not ours to repeat
+        or parts.query
+        or parts.fragment
+    ):
+        return ""
+    netloc = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{netloc}" + ("" if port is None else f":{port}")
+
+
 def link_header(
     base_url: str, path: str, *, attempt: int, per_page: int, page: int, total: int
 ) -> str:
-    """Canvas's pagination links: absolute URLs (canvasapi strips its own base URL from them,
-    so they must start with the scheme, host and port the client used), keeping `attempt` and
-    `per_page`."""
+    """Canvas's pagination links (`base_url` from `link_base`: "" makes them relative, which
+    RFC 8288 allows), keeping `attempt` and `per_page`."""
     last = max(1, math.ceil(total / per_page))
     rels = [("current", page)]
     if page < last:
@@ -351,8 +406,13 @@ def canvas_time(received_at: str) -> str:
 
 
 def canvas_id(value: str) -> int | str:
-    """Canvas answers ids as integers; opaque ones (`sis_course_id:...`) stay strings."""
-    return int(value) if value.isdigit() and str(int(value)) == value else value
+    """Canvas answers ids as integers; opaque ones (`sis_course_id:...`) stay strings, and so
+    does anything that is not a 64-bit number in plain ASCII digits (JSON could not carry it,
+    and "٣" or "007" are not how Canvas writes a number)."""
+    number = canvas.ascii_number(value)
+    if number is None or number > canvas.MAX_ID or str(number) != value:
+        return value
+    return number
 
 
 def _json(body: Any) -> Reply:
@@ -382,6 +442,11 @@ class CanvasQuizLog:
         self._ran = False  # the current consumer got as far as consuming (its thread only)
 
     async def start(self) -> None:
+        server = self._settings.server
+        if not server.public_url and server.host.strip("[]") in _WILDCARD_HOSTS:
+            # A wildcard listen address names no host for links: they will be relative, which
+            # canvasapi cannot follow past the first page.
+            log.warning("canvas_links_relative", hint="set server.public_url")
         # One thread owns the SQLite connection of the GETs: no call blocks the event loop,
         # none overlaps. The consumer's thread writes through a connection of its own.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="canvas-quiz-log")
@@ -603,10 +668,10 @@ class CanvasQuizLog:
     async def events(self, inbound: Inbound, tenant: str) -> Reply:
         """`GET .../submissions/{id}/events`: one page of an attempt's events, Canvas's way."""
         submission = _submission(inbound, tenant)
+        per_page, page = page_params(inbound.query)  # a bad page is refused before any wait
         await self.caught_up()
         latest = await self._db(self.store.latest_attempt, submission)
         attempt = requested_attempt(inbound.query.get("attempt"), latest)
-        per_page, page = page_params(inbound.query)
         total, rows = await self._db(
             self.store.page, submission, attempt, (page - 1) * per_page, per_page
         )
@@ -619,8 +684,9 @@ class CanvasQuizLog:
             }
             for record_id, event_type, event_data, created_at in rows
         ]
+        server = self._settings.server
         link = link_header(
-            inbound.base_url,
+            link_base(server.public_url, server.host, inbound.base_url),
             events_path(submission),
             attempt=attempt,
             per_page=per_page,
@@ -650,12 +716,14 @@ class CanvasQuizLog:
     async def quiz(self, inbound: Inbound, tenant: str) -> Reply:
         """`GET .../quizzes/{q}`: a minimal quiz (title unknown), so canvasapi can go on."""
         del tenant
+        canvas.check_path_ids(inbound.path_params)
         quiz_id = inbound.path_params["quiz_id"]
         return _json({"id": canvas_id(quiz_id), "title": None})
 
     async def course(self, inbound: Inbound, tenant: str) -> Reply:
         """`GET /api/v1/courses/{c}`: a minimal course (name unknown), so canvasapi can go on."""
         del tenant
+        canvas.check_path_ids(inbound.path_params)
         course_id = inbound.path_params["course_id"]
         return _json({"id": canvas_id(course_id), "name": None, "course_code": None})
 
@@ -671,4 +739,5 @@ def _event_of(value: bytes | None) -> LoggedEvent | None:
 
 def _submission(inbound: Inbound, tenant: str) -> Submission:
     params = inbound.path_params
+    canvas.check_path_ids(params)  # NotFound: an id beyond 64 bits names nothing
     return Submission(tenant, params["course_id"], params["quiz_id"], params["id"])

@@ -13,7 +13,7 @@ body on success, a missing array included; errors as Canvas renders them
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
@@ -56,6 +56,10 @@ RACK_DEPTH_LIMIT: Final = 32
 INVALID_TOKEN: Final = "Invalid access token."  # noqa: S105  # a message, not a secret
 NOT_FOUND: Final = "The specified resource does not exist."
 WWW_AUTHENTICATE: Final = 'Bearer realm="canvas-lms"'
+# Canvas's ids are 64-bit integers (or opaque strings such as `sis_course_id:...`); SQLite's
+# integers are 64-bit too. A number beyond this names nothing Canvas could have.
+MAX_ID: Final = 2**63 - 1
+PATH_IDS: Final = ("course_id", "quiz_id", "id")
 
 _TYPES: Final = {
     "session_started": EventType.SESSION_STARTED,
@@ -157,8 +161,30 @@ def _rack_has_key(params: dict[str, Any], key: str) -> bool:
     return True
 
 
+def ascii_number(value: str) -> int | None:
+    """`value` as a whole number when it is one in ASCII digits (surrounding blanks allowed),
+    else None. `str.isdigit` and `int` also take other scripts' digits ("٣" is 3 to them, not to
+    Canvas); a number of more than 19 significant digits is returned as MAX_ID + 1, never parsed
+    (`int` of thousands of digits costs quadratic time, then raises)."""
+    digits = value.strip(" \t")
+    if not digits or not digits.isascii() or not digits.isdigit():
+        return None
+    significant = digits.lstrip("0")  # leading zeros count towards int()'s digit limit too
+    return MAX_ID + 1 if len(significant) > 19 else int(significant or "0")
+
+
+def check_path_ids(path_params: Mapping[str, str]) -> None:
+    """Raise NotFound for a path id that is a number no Canvas id can be (more than 64 bits):
+    Canvas answers 404 for it, and the quiz log could not serve it back (ids are numbers on GET)."""
+    for name in PATH_IDS:
+        number = ascii_number(path_params.get(name, ""))
+        if number is not None and number > MAX_ID:
+            raise NotFound(f"the {name} in the path is larger than any Canvas id")
+
+
 def decode(inbound: Inbound) -> dict[str, Any]:
     """The batch: the path's ids, the encoding and the events array (empty when absent)."""
+    check_path_ids(inbound.path_params)
     media, body = inbound.media_type, inbound.body
     if media == "application/json" or (
         media.startswith("application/") and media.endswith("+json")

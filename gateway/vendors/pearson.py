@@ -30,7 +30,7 @@ MESSAGE_SCHEMA: Final = "message"
 
 # Form fields. The message the gateway keeps (and digests, to recognize redeliveries) is made of
 # the fields that are the same on every delivery of it; DELIVERY-ATTEMPT-ID changes per delivery
-# and AUTHORIZATION (a fresh timestamp and MAC) is a credential, so neither is part of it.
+# and AUTHORIZATION (a timestamp and MAC, new or not) is a credential, so neither is part of it.
 MESSAGE_ID: Final = "MESSAGE-ID"
 MESSAGE_TYPE: Final = "MESSAGE-TYPE"
 PAYLOAD: Final = "PAYLOAD"

@@ -391,3 +391,49 @@ async def test_bodies_over_a_limit_publish_nothing(gateway: Gateway, kafka: Topi
 def client_sync(gateway: Gateway) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=gateway.url, timeout=30) as http:
         yield http
+
+
+# --- charsets and transfer codings ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "charset"),
+    [
+        (CALIPER, "application/json", "utf-16"),
+        (CALIPER, "application/json", '"ISO-8859-1"'),
+        (CANVAS, FORM, "utf-16"),
+    ],
+    ids=["caliper-utf-16", "caliper-latin-1", "canvas-form-utf-16"],
+)
+def test_a_charset_other_than_utf8_gets_415(
+    client_sync: httpx.Client, path: str, content_type: str, charset: str
+) -> None:
+    """JSON and forms are read as UTF-8: another charset is an unsupported media type, not a
+    body that fails to parse."""
+    body = envelope("charset") if path == CALIPER else b"quiz_submission_events="
+    response = client_sync.post(
+        path,
+        content=body.decode().encode("utf-16") if "16" in charset else body,
+        headers={
+            "Authorization": f"Bearer {TOKEN}",
+            "Content-Type": f"{content_type}; charset={charset}",
+        },
+    )
+    assert response.status_code == 415
+    detail = response.text
+    assert "charset" in detail
+    assert "UTF-8" in detail
+
+
+@pytest.mark.parametrize("coding", ["gzip, chunked", "deflate, chunked", "x-custom, chunked"])
+def test_a_transfer_coding_other_than_chunked_is_refused_unread(
+    gateway: Gateway, coding: str
+) -> None:
+    # Only the head is sent: the answer must not wait for a body.
+    head = request_head(CALIPER, {**CALIPER_HEADERS, "Transfer-Encoding": coding})
+    response = exchange(gateway, head)
+    assert statuses(response) == [415]
+    assert b"connection: close" in response.lower()
+    assert PROBLEM.encode() in response
+    assert b"transfer coding" in response
+    alive(gateway)

@@ -26,6 +26,7 @@ from tests.unit.test_pearson_auth import (
     delivery,
     form,
     pearson_timestamp,
+    sign,
 )
 from tests.unit.test_pearson_golden import DELIVERIES, GOLDEN, fixture_fields
 
@@ -37,8 +38,10 @@ SEED = orjson.loads((GOLDEN.parent / "deliveries" / "seed-example.json").read_by
 
 
 def exam_completed() -> dict[str, Any]:
-    """The example event of Pearson's documentation (seed 001)."""
+    """The example event of Pearson's documentation (seed 001), as a new event: its own eventId
+    (the gateway deduplicates on eventId as well as on MESSAGE-ID)."""
     event: dict[str, Any] = orjson.loads(orjson.dumps(SEED["fields"]["PAYLOAD"]))  # a copy
+    event["eventId"] = str(uuid.uuid4())
     return event
 
 
@@ -94,8 +97,10 @@ async def dead_letter(kafka: TopicReader, gateway: Gateway, request_id: str) -> 
 async def test_a_signed_delivery_becomes_a_canonical_cloudevent(
     client: httpx.AsyncClient, gateway: Gateway, kafka: TopicReader
 ) -> None:
-    # Signed long ago on purpose: no freshness window by default (redeliveries last 72 h).
-    fields = delivery(exam_completed(), timestamp="2015-01-20T18:58:11Z")
+    # Signed two days ago: a redelivery still carrying its first timestamp is within the window.
+    fields = delivery(
+        exam_completed(), timestamp=pearson_timestamp(datetime.now(UTC) - timedelta(days=2))
+    )
     response = await post(client, fields)
     assert response.status_code == 200
     assert response.content == b""
@@ -209,16 +214,17 @@ async def test_bad_credentials_get_401_and_publish_nothing(
 async def test_a_redelivery_makes_no_second_record(
     client: httpx.AsyncClient, gateway: Gateway, kafka: TopicReader
 ) -> None:
-    first = delivery(exam_completed(), timestamp=pearson_timestamp())
+    event = exam_completed()
+    first = delivery(event, timestamp=pearson_timestamp())
     later = pearson_timestamp(datetime.now(UTC) + timedelta(minutes=5))
     # Pearson's redelivery: same MESSAGE-ID and content; new attempt id, timestamp and MAC, and
     # (to be sure the content, not the bytes, is compared) the JSON re-serialized.
     redelivery = delivery(
-        orjson.dumps(exam_completed(), option=orjson.OPT_INDENT_2).decode(),
+        orjson.dumps(event, option=orjson.OPT_INDENT_2).decode(),
         message_id=first["MESSAGE-ID"],
         timestamp=later,
     )
-    changed_event = exam_completed()
+    changed_event = orjson.loads(orjson.dumps(event))
     changed_event["object"]["isLateSubmission"] = True
     changed = delivery(changed_event, message_id=first["MESSAGE-ID"])
     for fields in (first, redelivery, first, changed):
@@ -244,8 +250,9 @@ def _ids(records: list[KafkaRecord]) -> list[str]:
 async def test_concurrent_redeliveries_make_one_record(
     client: httpx.AsyncClient, gateway: Gateway, kafka: TopicReader
 ) -> None:
-    first = delivery(exam_completed())
-    copies = [delivery(exam_completed(), message_id=first["MESSAGE-ID"]) for _ in range(8)]
+    event = exam_completed()
+    first = delivery(event)
+    copies = [delivery(event, message_id=first["MESSAGE-ID"]) for _ in range(8)]
     responses = await asyncio.gather(*(post(client, f) for f in [first, *copies]))
     assert [r.status_code for r in responses] == [200] * 9
     await records_of(kafka, gateway, first["MESSAGE-ID"])
@@ -321,13 +328,20 @@ async def test_authenticated_poison_is_dead_lettered_and_answered_200(
 async def test_a_repeated_field_cannot_replace_the_signed_value(
     client: httpx.AsyncClient, gateway: Gateway, kafka: TopicReader
 ) -> None:
-    fields = delivery(exam_completed())
-    forged = exam_completed()
-    forged["actor"]["id"] = "someone-else"
+    event = exam_completed()
+    fields = delivery(event)
+    forged = dict(event, actor={**event["actor"], "id": "someone-else"})
     body = form(fields) + b"&" + form({"PAYLOAD": orjson.dumps(forged).decode()})
     assert (await post(client, body=body)).status_code == 200
     (record,) = await records_of(kafka, gateway, fields["MESSAGE-ID"])
     assert record.json()["data"]["learner"]["id"] == "7777777"
+
+
+def signed_now(fields: dict[str, str]) -> dict[str, str]:
+    """A fixture's delivery signed at the current time (the golden files sign one long ago, which
+    the gateway's default timestamp window refuses)."""
+    unsigned = {k: v for k, v in fields.items() if k != "AUTHORIZATION"}
+    return {**unsigned, "AUTHORIZATION": sign(unsigned)}
 
 
 async def test_every_fixture_over_http_gives_its_golden_outcome(
@@ -337,7 +351,7 @@ async def test_every_fixture_over_http_gives_its_golden_outcome(
     for path in DELIVERIES:
         marker = f"fixture-{uuid.uuid4().hex}"
         markers[marker] = path
-        response = await post(client, fixture_fields(path), request_id=marker)
+        response = await post(client, signed_now(fixture_fields(path)), request_id=marker)
         assert (path.name, response.status_code, response.content) == (path.name, 200, b"")
     for marker, path in markers.items():
         golden = orjson.loads((GOLDEN / path.name).read_bytes())
@@ -380,3 +394,63 @@ async def test_the_freshness_window_is_configurable(
     assert await records_of(kafka, windowed_gateway, fresh["MESSAGE-ID"])
     canonical = await kafka.settle(windowed_gateway.canonical_topic, quiet=0.5)
     assert stale["MESSAGE-ID"] not in message_ids(canonical)
+
+
+# --- replays of a captured delivery (issue #18) ------------------------------------------------
+
+
+async def test_a_re_split_delivery_is_refused_and_makes_no_second_record(
+    client: httpx.AsyncClient, gateway: Gateway, kafka: TopicReader
+) -> None:
+    """The MAC covers timestamp + MESSAGE-ID with no separator: moving the timestamp's last
+    character into MESSAGE-ID keeps the MAC valid and names another message. Refused."""
+    event = exam_completed()
+    event["eventId"] = str(uuid.uuid4())
+    message_id = f"cap-{uuid.uuid4().hex[:8]}"
+    genuine = delivery(event, message_id=message_id)
+    principal, stamp, mac = genuine["AUTHORIZATION"].split("|")
+    assert stamp.endswith("Z")
+    resplit = {
+        **genuine,
+        "AUTHORIZATION": f"{principal}|{stamp[:-1]}|{mac}",
+        "MESSAGE-ID": "Z" + message_id,
+    }
+    assert (await post(client, genuine)).status_code == 200
+    refused = await post(client, resplit)
+    assert refused.status_code == 401
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert "timestamp" in refused.json()["detail"]
+
+    await records_of(kafka, gateway, message_id)
+    canonical = await kafka.settle(gateway.canonical_topic, quiet=1.0)
+    mine = [
+        r.json()
+        for r in canonical
+        if r.json()["data"]["vendor"].get("event_id") == event["eventId"]
+    ]
+    assert [r["data"]["vendor"]["message_id"] for r in mine] == [message_id]
+
+
+@pytest.mark.parametrize(
+    "signed_at",
+    [timedelta(days=-4), timedelta(days=-30), timedelta(hours=3), timedelta(days=1)],
+    ids=["4-days-old", "30-days-old", "3-hours-ahead", "1-day-ahead"],
+)
+async def test_a_timestamp_outside_the_default_window_gets_401(
+    client: httpx.AsyncClient, gateway: Gateway, kafka: TopicReader, signed_at: timedelta
+) -> None:
+    fields = delivery(exam_completed(), timestamp=pearson_timestamp(datetime.now(UTC) + signed_at))
+    response = await post(client, fields)
+    assert response.status_code == 401
+    assert "window" in response.json()["detail"]
+    canonical = await kafka.settle(gateway.canonical_topic, quiet=0.5)
+    assert fields["MESSAGE-ID"] not in message_ids(canonical)
+
+
+async def test_an_unknown_principal_is_answered_as_a_wrong_signature(
+    client: httpx.AsyncClient,
+) -> None:
+    unknown = await post(client, delivery(exam_completed(), principal="guessed-principal"))
+    wrong = await post(client, delivery(exam_completed(), secret="another-16-bytes"))
+    assert unknown.status_code == wrong.status_code == 401
+    assert unknown.json() == wrong.json()

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -139,7 +140,9 @@ def inspera(secret: str) -> Credentials:
 
 
 def pearson(secret: str) -> Credentials:
-    timestamp, message_id, message_type = "2026-11-26T10:00:00Z", "m-1", "t"
+    # Signed now, in Pearson's format: the default window refuses a stale timestamp.
+    timestamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    message_id, message_type = "m-1", "t"
     content_type, payload = "application/json", '{"eventId":"e"}'
     cmac = CMAC(algorithms.AES(secret.encode()))
     cmac.update((timestamp + message_id + message_type + content_type + payload).encode())

@@ -12,12 +12,16 @@ import pytest
 
 from gateway.canonical import NormalizeContext
 from gateway.components.canvas import (
+    MAX_PAGE,
+    MAX_PER_PAGE,
+    InvalidParameter,
     LoggedEvent,
     QuizLogStore,
     Submission,
     canvas_id,
     canvas_time,
     events_path,
+    link_base,
     link_header,
     logged_event,
     page_params,
@@ -27,7 +31,7 @@ from gateway.errors import NotFound
 from gateway.pipeline import normalize_items, split_request
 from gateway.schemas import SchemaSet
 from gateway.vendors.base import Inbound
-from gateway.vendors.canvas import VENDOR
+from gateway.vendors.canvas import MAX_ID, VENDOR, check_path_ids
 
 SCHEMAS = SchemaSet()
 TOPIC = "edu.events.v1"
@@ -219,3 +223,108 @@ def test_canvas_formats() -> None:
     assert canvas_id("101") == 101
     assert canvas_id("0101") == "0101"  # would not round-trip as a number
     assert canvas_id("sis_course_id:A") == "sis_course_id:A"
+
+
+# --- hostile numbers and hosts (issue #18) ----------------------------------------------------
+
+WILDCARD = "0.0.0.0"  # noqa: S104  # a listen address in a setting, not a socket bound here
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({"page": "٣"}, (10, 1)),  # U+0663: int() reads 3; not a number here (as "x" is not)
+        ({"page": "\uff13"}, (10, 1)),  # FULLWIDTH DIGIT THREE
+        ({"per_page": "²"}, (10, 1)),  # isdigit() is True, int() raises
+        ({"page": "3_0"}, (10, 1)),  # int() reads 30
+        ({"page": "+3"}, (10, 1)),
+        ({"per_page": "9" * 30}, (100, 1)),  # clamped, as Canvas clamps
+        ({"per_page": "9" * 5000}, (100, 1)),
+        ({"page": str(MAX_PAGE)}, (10, MAX_PAGE)),
+        ({"page": "0" * 30 + "3"}, (10, 3)),
+        ({"page": "0" * 5000 + "3"}, (10, 3)),  # int() refuses 4300+ digits, zeros included
+        ({"page": "0" * 5000}, (10, 1)),
+    ],
+)
+def test_only_ascii_numbers_count(query: dict[str, str], expected: tuple[int, int]) -> None:
+    assert page_params(query) == expected
+
+
+@pytest.mark.parametrize("page", [str(MAX_PAGE + 1), "99999999999999999999", "9" * 5000])
+def test_a_page_whose_offset_would_overflow_sqlite_is_refused(page: str, tmp_path: Path) -> None:
+    with pytest.raises(InvalidParameter) as refused:
+        page_params({"page": page, "per_page": "100"})
+    assert refused.value.status == 400
+    assert (MAX_PAGE - 1) * MAX_PER_PAGE <= MAX_ID  # the largest page taken does fit
+    store = QuizLogStore(tmp_path / "q.sqlite3")
+    store.open()
+    try:  # ... and SQLite really takes its offset
+        assert store.page(SUB, 1, (MAX_PAGE - 1) * MAX_PER_PAGE, MAX_PER_PAGE) == (0, [])
+    finally:
+        store.close()
+
+
+def test_an_attempt_beyond_64_bits_is_not_found() -> None:
+    for attempt in ("99999999999999999999", "٣", "9" * 5000):
+        with pytest.raises(NotFound):
+            requested_attempt(attempt, 3)
+
+
+@pytest.mark.parametrize("name", ["course_id", "quiz_id", "id"])
+def test_a_path_id_beyond_64_bits_names_nothing(name: str) -> None:
+    ids = {"course_id": "101", "quiz_id": "202", "id": "303"}
+    check_path_ids({**ids, name: str(MAX_ID)})
+    check_path_ids({**ids, name: "sis_course_id:" + "9" * 30})  # opaque: not a number
+    with pytest.raises(NotFound):
+        check_path_ids({**ids, name: str(MAX_ID + 1)})
+    with pytest.raises(NotFound):
+        check_path_ids({**ids, name: "1" * 23})
+
+
+def test_canvas_ids_are_numbers_only_when_json_and_canvas_would_write_them_so() -> None:
+    assert canvas_id(str(MAX_ID)) == MAX_ID
+    assert canvas_id("1" * 23) == "1" * 23  # never an integer JSON cannot carry
+    assert canvas_id("٣") == "٣"
+    assert canvas_id("²") == "²"  # isdigit() is True and int() raises: no 500
+
+
+@pytest.mark.parametrize(
+    ("public_url", "listen", "request_base", "expected"),
+    [
+        # A configured public URL wins, whatever the request claims.
+        ("https://gw.example.edu", WILDCARD, "http://evil.example", "https://gw.example.edu"),
+        ("https://lms.example.edu/gw/", "127.0.0.1", "http://x", "https://lms.example.edu/gw"),
+        # Without one: the request's scheme and port when it addressed the listen host...
+        ("", "127.0.0.1", "http://127.0.0.1:8123", "http://127.0.0.1:8123"),
+        ("", "localhost", "http://LOCALHOST:8123", "http://localhost:8123"),
+        ("", "::1", "http://[::1]:8123", "http://[::1]:8123"),
+        ("", "127.0.0.1", "http://127.0.0.1", "http://127.0.0.1"),
+        # ...else relative links: never a host the request made up.
+        ("", "127.0.0.1", "http://evil.example", ""),
+        ("", "127.0.0.1", "http://evil.example:8123", ""),
+        ("", "127.0.0.1", "http://127.0.0.1:1@evil.example", ""),
+        ("", "127.0.0.1", "http://127.0.0.1/evil", ""),
+        ("", "127.0.0.1", "http://127.0.0.1:8123?x=1", ""),
+        ("", "127.0.0.1", "http://127.0.0.1:notaport", ""),
+        ("", "127.0.0.1", "javascript://127.0.0.1", ""),
+        ("", WILDCARD, "http://0.0.0.0:8080", ""),  # a wildcard names no host to link to
+        ("", "127.0.0.1", "", ""),
+    ],
+)
+def test_link_base(public_url: str, listen: str, request_base: str, expected: str) -> None:
+    assert link_base(public_url, listen, request_base) == expected
+
+
+def test_relative_links_are_uri_references_to_the_same_route() -> None:
+    link = link_header(
+        "",
+        "/api/v1/courses/1/quizzes/2/submissions/3/events",
+        attempt=1,
+        per_page=2,
+        page=1,
+        total=3,
+    )
+    assert (
+        '</api/v1/courses/1/quizzes/2/submissions/3/events?attempt=1&page=2&per_page=2>; rel="next"'
+        in link
+    )

@@ -97,3 +97,25 @@ def test_other_vendors_keep_secrets_of_any_length(tmp_path: Path) -> None:
     )
     (tenant,) = load_settings(path, environ={}).tenants
     assert tenant.credentials[0].secret == "short"
+
+
+def window_config(tmp_path: Path, lines: str) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text(f"[pearson]\n{lines}\n", encoding="utf-8")
+    return path
+
+
+def test_the_timestamp_window_is_on_by_default(tmp_path: Path) -> None:
+    # Pearson redelivers for 72 h, possibly with the first timestamp: 72 h plus an hour, and
+    # five minutes of a fast clock ahead.
+    pearson = load_settings(window_config(tmp_path, ""), environ={}).pearson
+    assert (pearson.max_age_seconds, pearson.max_future_seconds) == (73 * 3600, 300)
+
+
+@pytest.mark.parametrize("key", ["max_age_seconds", "max_future_seconds"])
+def test_a_window_can_be_set_or_turned_off_but_not_negative(tmp_path: Path, key: str) -> None:
+    assert getattr(load_settings(window_config(tmp_path, f"{key} = 0"), {}).pearson, key) == 0
+    variable = f"GATEWAY_PEARSON_{key.upper()}"
+    assert getattr(load_settings(window_config(tmp_path, ""), {variable: "60"}).pearson, key) == 60
+    with pytest.raises(ConfigError, match=f"pearson.{key} must be 0"):
+        load_settings(window_config(tmp_path, f"{key} = -1"), environ={})
