@@ -98,7 +98,9 @@ class CanonicalEvent:
     """A vendor event mapped to the canonical vocabulary, before the gateway stamps it.
 
     `identity` is the vendor's own identity of the event (stable across re-sends); `data` holds
-    the vendor-neutral fields (`action`, `learner`, `assessment`, ..., `vendor`).
+    the vendor-neutral fields (`action`, `learner`, `assessment`, ..., `vendor`). `aliases` are
+    other identities of the same event, from other places of the vendor's message: a record
+    whose alias was published already (within the dedupe window) is a duplicate too.
     """
 
     type: str
@@ -106,6 +108,7 @@ class CanonicalEvent:
     identity: str
     data: dict[str, Any]
     subject: str | None = None
+    aliases: tuple[str, ...] = ()
 
 
 def compact(fields: dict[str, Any]) -> dict[str, Any]:

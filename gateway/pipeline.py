@@ -74,6 +74,7 @@ class Normalized:
     canonical: list[dict[str, Any]]
     rejected: list[tuple[Item, Rejection]]
     sources: list[Item]
+    aliases: list[tuple[str, ...]]  # `aliases[i]`: the other identities of `canonical[i]`
 
 
 def split_request(vendor: Vendor, inbound: Inbound, schemas: SchemaSet) -> Sequence[Item]:
@@ -100,6 +101,7 @@ def normalize_items(
     canonical: list[dict[str, Any]] = []
     rejected: list[tuple[Item, Rejection]] = []
     sources: list[Item] = []
+    aliases: list[tuple[str, ...]] = []
     for item in items:
         rejection = validate_item(vendor, item, schemas)
         if rejection is None:
@@ -117,7 +119,8 @@ def normalize_items(
             identified = event if event.identity else _with_identity(event, digest)
             canonical.append(canonical_record(identified, ctx, digest, original))
             sources.append(item)
-    return Normalized(canonical, rejected, sources)
+            aliases.append(tuple(f"{ctx.source} {alias}" for alias in event.aliases))
+    return Normalized(canonical, rejected, sources, aliases)
 
 
 def validate_item(vendor: Vendor, item: Item, schemas: SchemaSet) -> Rejection | None:
@@ -243,44 +246,62 @@ class Pipeline:
         dead_letter: bool = True,
     ) -> None:
         kafka = self._settings.kafka
-        claimed: list[str] = []
         rejected = list(normalized.rejected if dead_letter else ())
+        canonical = list(map(self._privacy.canonical, normalized.canonical))
+        aliases = normalized.aliases
+        keys = [(record["id"], *also) for record, also in zip(canonical, aliases, strict=True)]
         records: list[OutRecord] = []
-        seen: set[str] = set()
         # The cluster's limit, known before producing: a record over it is never sent (it would
         # be refused for good), its event is dead-lettered like any event that cannot be a record.
         room = self._publisher.max_record_bytes - _CANONICAL_HEADERS_BYTES
+        claimed = await self._claim(keys)
         try:
-            for item, record in zip(
-                normalized.sources, map(self._privacy.canonical, normalized.canonical), strict=True
-            ):
-                record_id = record["id"]
-                # A re-send inside the same request must not wait on its own claim.
-                if record_id in seen or not await self._deduper.claim(record_id):
+            for item, record, record_keys in zip(normalized.sources, canonical, keys, strict=True):
+                # A key not claimed was published already; one taken was taken by a copy of this
+                # record earlier in the request.
+                if not all(claimed.get(key) is False for key in record_keys):
                     stats.duplicates += 1
                     continue
+                for key in record_keys:
+                    claimed[key] = True
                 key = record["partitionkey"].encode()
                 value = orjson.dumps(record)
                 if len(key) + len(value) > value_limit(room):
-                    self._deduper.settle(record_id, published=False)
+                    for claim in record_keys:
+                        del claimed[claim]
+                        self._deduper.settle(claim, published=False)
                     if dead_letter:
                         rejected.append((item, _too_large(len(key) + len(value), room)))
                     continue
-                seen.add(record_id)
-                claimed.append(record_id)
                 records.append(OutRecord(kafka.canonical_topic, key, value, _CANONICAL_HEADERS))
             letters = [self._dead_letter(ctx, rejection, item=item) for item, rejection in rejected]
             records = letters + records
             spooled = await self._publisher.publish(records)
         except BaseException:
-            for record_id in claimed:
-                self._deduper.settle(record_id, published=False)
+            for claim in claimed:
+                self._deduper.settle(claim, published=False)
             raise
-        for record_id in claimed:
-            self._deduper.settle(record_id, published=True)
-        stats.accepted = len(claimed)
-        stats.deadlettered = len(records) - len(claimed)
+        for claim, taken in claimed.items():
+            self._deduper.settle(claim, published=taken)
+        stats.deadlettered = len(letters)
+        stats.accepted = len(records) - len(letters)
         stats.spooled = len(records) if spooled else 0
+
+    async def _claim(self, keys: list[tuple[str, ...]]) -> dict[str, bool]:
+        """Claim every key (ids and aliases) of a request's records; the keys claimed, each
+        mapped to False until a record takes it. Claimed in one order for every request, so that
+        two requests with the same events in other orders never wait on each other in a circle
+        (each holding the claim the other waits for, for ever)."""
+        claimed: dict[str, bool] = {}
+        try:
+            for key in sorted({key for record_keys in keys for key in record_keys}):
+                if await self._deduper.claim(key):
+                    claimed[key] = False
+        except BaseException:
+            for key in claimed:
+                self._deduper.settle(key, published=False)
+            raise
+        return claimed
 
     def _dead_letter(
         self,

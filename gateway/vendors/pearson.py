@@ -15,7 +15,14 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from gateway.auth import FORM, Scheme, form_fields
-from gateway.canonical import CanonicalEvent, EventType, NormalizeContext, compact, normalize_time
+from gateway.canonical import (
+    CanonicalEvent,
+    EventType,
+    NormalizeContext,
+    compact,
+    content_digest,
+    normalize_time,
+)
 from gateway.errors import NormalizeError, UnsupportedMediaType
 from gateway.limits import InvalidJson, UnsafePayload, loads_json
 from gateway.vendors.base import Inbound, Item, Reply, Vendor, redact_form_fields
@@ -140,8 +147,18 @@ def normalize(item: Item, ctx: NormalizeContext) -> list[CanonicalEvent]:
         }
     )
     time = normalize_time(event["eventDate"], "/PAYLOAD/eventDate")
+    # MESSAGE-ID names the message, eventId the event: the same event (same content) sent again
+    # under another MESSAGE-ID is still one record; its id keeps MESSAGE-ID, as it always has.
+    aliases = (f"eventId {vendor['event_id']} {content_digest(event)}",)
     return [
-        CanonicalEvent(EventType.ATTEMPT_SUBMITTED, time, item.identity or "", data, attempt["id"])
+        CanonicalEvent(
+            EventType.ATTEMPT_SUBMITTED,
+            time,
+            item.identity or "",
+            data,
+            attempt["id"],
+            aliases=aliases,
+        )
     ]
 
 

@@ -260,6 +260,35 @@ async def test_concurrent_redeliveries_make_one_record(
     assert message_ids(records).count(first["MESSAGE-ID"]) == 1
 
 
+async def test_one_event_under_two_message_ids_is_one_record(
+    client: httpx.AsyncClient, gateway: Gateway, kafka: TopicReader
+) -> None:
+    # The payload's eventId identifies the event (Pearson's documentation): the same event sent
+    # as two messages (two subscriptions, or a MESSAGE-ID made up around a captured delivery)
+    # is one record; sent at once too. The same eventId with other content is another record.
+    event = exam_completed()
+    event["eventId"] = f"event-{uuid.uuid4().hex[:8]}"
+    first = delivery(event)
+    others = [delivery(event) for _ in range(4)]
+    assert len({fields["MESSAGE-ID"] for fields in [first, *others]}) == 5
+    assert (await post(client, first)).status_code == 200
+    answers = await asyncio.gather(*(post(client, fields) for fields in others))
+    assert [a.status_code for a in answers] == [200] * 4
+    changed_event = dict(event, eventDate="2014-07-11T17:25:50.000Z")
+    changed = delivery(changed_event)
+    assert (await post(client, changed)).status_code == 200
+
+    await kafka.read(gateway.canonical_topic, lambda rs: expected_id(changed) in _ids(rs))
+    records = [
+        r.json()
+        for r in await kafka.settle(gateway.canonical_topic, quiet=1.0)
+        if r.json()["data"]["vendor"].get("event_id") == event["eventId"]
+    ]
+    assert sorted(r["id"] for r in records) == sorted([expected_id(first), expected_id(changed)])
+    logged = [e for e in gateway.log_lines() if e.get("vendor") == "pearson"]
+    assert sum(e.get("duplicates", 0) for e in logged[-6:]) == 4
+
+
 @dataclass(frozen=True)
 class Poison:
     """An authenticated delivery whose content cannot become a canonical record."""
