@@ -1,6 +1,6 @@
 """The consumers' and integrators' commands as a user runs them, against the embedded broker and
-a real gateway: `gateway tail`, `gateway schema`, `serve --log-format console`, and the Python
-consumer of docs/consumers.md, executed as written.
+a real gateway: `gateway tail`, `gateway schema`, `serve --log-format console` (the consumers of
+docs/consumers.md run in tests/integration/test_consumers_guide.py).
 
 The module has a gateway of its own (its own topics), so that what `tail` must print is exactly
 what these tests posted.
@@ -8,7 +8,6 @@ what these tests posted.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import select
@@ -25,7 +24,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from gateway.schemas import SCHEMA_DIR
 from tests.integration.conftest import ROOT, TOKEN, Gateway, TopicReader, free_port, running_gateway
@@ -377,66 +375,3 @@ def test_dev_log_format_console_logs_lines_for_humans(tmp_path: Path) -> None:
     request = next(line for line in log_path.read_text().splitlines() if "request" in line)
     assert not request.startswith("{"), request
     assert "status=200" in request
-
-
-# --- docs/consumers.md -------------------------------------------------------------------------
-
-
-def consumer_example() -> str:
-    """The one fenced Python block of docs/consumers.md, as a reader would copy it."""
-    text = (ROOT / "docs" / "consumers.md").read_text()
-    blocks = re.findall(r"^```python\n(.*?)^```$", text, re.MULTILINE | re.DOTALL)
-    assert len(blocks) == 1, "docs/consumers.md should have exactly one Python example"
-    return str(blocks[0])
-
-
-async def test_the_consumer_example_of_the_docs_reads_each_event_once(
-    posted: Posted, broker: str, kafka: TopicReader, tmp_path: Path
-) -> None:
-    topic = posted.gateway.canonical_topic
-    before = await kafka.settle(topic)
-    first = next(r for r in before if r.json()["vendor"] == "caliper")
-    # An at-least-once duplicate, as the spool can make one: the same record again, on its
-    # partition (same key). A record posted after it on the same key is read after it.
-    producer = AIOKafkaProducer(bootstrap_servers=broker)
-    await producer.start()
-    try:
-        headers = list(first.headers.items())
-        await producer.send_and_wait(topic, first.value, key=first.key, headers=headers)
-    finally:
-        await producer.stop()
-    same_key = first.json()
-    event = assessment_started(learner=same_key["data"]["learner"]["id"].rsplit("/", 1)[-1])
-    event["object"]["id"] = event["generated"]["assignable"] = same_key["data"]["assessment"]["id"]
-    async with httpx.AsyncClient(base_url=posted.gateway.url, timeout=30) as http:
-        assert (
-            await http.post("/v1/caliper", json=envelope(event), headers=AUTH)
-        ).status_code == 200
-    after = await kafka.read(topic, lambda rs: len(rs) >= len(before) + 2)
-    new = next(r for r in after if r.json()["data"]["vendor"].get("event_id") == event["id"])
-    assert new.key == first.key  # so it follows the duplicate on their partition
-    distinct = {r.json()["id"] for r in after}
-    assert len(after) == len(distinct) + 1
-
-    script = tmp_path / "consumer.py"
-    script.write_text(consumer_example())
-    result = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, str(script)],
-        env={
-            **os.environ,
-            "BOOTSTRAP": broker,
-            "TOPIC": topic,
-            "GROUP": f"docs-{uuid.uuid4().hex[:8]}",
-            "LIMIT": str(len(distinct)),
-        },
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    ids = [line.split()[-1] for line in result.stdout.splitlines()]
-    assert sorted(ids) == sorted(distinct)  # every event once, the duplicate skipped
-    first_line = next(line for line in result.stdout.splitlines() if first.json()["id"] in line)
-    assert first.json()["type"] in first_line
