@@ -218,14 +218,17 @@ class RssSampler:
             self.samples.append(self.current())
 
 
-def wait_listening(url: str, within: float = 30) -> None:
+def wait_listening(url: str, within: float = 30, ready: str = "") -> None:
+    """Until `url` answers anything, or with `ready` (a URL) until that answers 200."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         try:
-            httpx.get(url + "/healthz", timeout=1)
-            return
+            answer = httpx.get(ready or url + "/healthz", timeout=1)
+            if not ready or answer.status_code == 200:
+                return
         except httpx.TransportError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     raise RuntimeError(f"{url} did not start")
 
 
@@ -260,14 +263,19 @@ def start_server(
     under uvicorn, same server settings."""
     port = free_port()
     env = dict(os.environ) | (settings or {})
+    ready = ""
     if target == "gateway":
+        admin_port = free_port()
         env |= {
             "GATEWAY_CONFIG": str(ROOT / "gateway.dev.toml"),
             "GATEWAY_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "GATEWAY_KAFKA_CANONICAL_TOPIC": topic,
             "GATEWAY_KAFKA_DEADLETTER_TOPIC": topic + ".deadletter",
             "GATEWAY_SERVER_STATE_DIR": str(state / topic),
+            "GATEWAY_SERVER_ADMIN_PORT": str(admin_port),
         }
+        # Its probes are on the admin port; the public port answers vendor routes only.
+        ready = f"http://127.0.0.1:{admin_port}/readyz"
         command = [
             sys.executable,
             "-m",
@@ -298,7 +306,7 @@ def start_server(
         command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     url = f"http://127.0.0.1:{port}"
-    wait_listening(url)
+    wait_listening(url, ready=ready)
     return process, url
 
 

@@ -1,12 +1,19 @@
 """The Starlette application: routes from the vendor registry, the operational endpoints and the
 lifespan that starts and flushes the Kafka producer. Routes only translate HTTP to the pipeline
 and errors back; `create_app` builds everything, nothing is built at import time.
+
+The operational endpoints (/healthz, /readyz, /metrics, /openapi.json) answer on the admin port
+only (`server.admin_port`), the vendor routes on every other port only: the server listens on
+both (gateway/http_server.py) and each request goes by the local port it arrived on. What one
+port does not serve is the same 404 as any unknown path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import os
 import re
 import time
 import uuid
@@ -16,11 +23,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import __version__
 from gateway.components import ComponentContext, build_components
@@ -31,7 +40,7 @@ from gateway.errors import (
     RequestTimeout,
     Unauthorized,
 )
-from gateway.http_server import BodyDeadlines
+from gateway.http_server import METRICS_DIR_ENV, BodyDeadlines
 from gateway.limits import FORM, check_form, check_head
 from gateway.observability import InFlight, Metrics, Unverified, configure_logging
 from gateway.pipeline import Pipeline, RequestStats
@@ -71,7 +80,8 @@ def create_app(
     pipeline = Pipeline.for_settings(settings, publisher)
     pipeline.prepare(list(vendors.values()))
     in_flight = InFlight(settings.server.max_in_flight)
-    metrics = Metrics(publisher, in_flight)
+    # Set (by `gateway serve`) in worker processes of a server with several.
+    metrics = Metrics(publisher, in_flight, os.environ.get(METRICS_DIR_ENV))
     publisher.on_published = metrics.observe_publish
     guard = _Guard(metrics, RateLimiter(settings.rate_limit), pipeline, settings)
     components = build_components(ComponentContext(settings, pipeline))
@@ -83,6 +93,9 @@ def create_app(
         await publisher.start()
         for component in components:
             await component.start()
+        refresher = None
+        if metrics.multiprocess_dir:
+            refresher = asyncio.create_task(metrics.keep_refreshed())
         gc.collect()
         gc.freeze()
         gc.set_threshold(*_GC_THRESHOLDS)
@@ -99,15 +112,26 @@ def create_app(
             for component in reversed(components):
                 await component.stop()
             await publisher.stop()
+            if refresher is not None:
+                refresher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await refresher
+            metrics.close()
             await asyncio.to_thread(tracer.shutdown)  # exports the spans still buffered
             log.info("stopped")
 
-    routes = [
+    admin_port = settings.server.admin_port
+    operational = [
         Route("/healthz", _healthz, methods=["GET"]),
         Route("/readyz", _readyz(publisher), methods=["GET"]),
         Route("/metrics", _metrics(metrics), methods=["GET"]),
-        Route("/openapi.json", _openapi(vendors, components), methods=["GET"]),
+        Route(
+            "/openapi.json",
+            _openapi(openapi_document(vendors, components, settings, operational=not admin_port)),
+            methods=["GET"],
+        ),
     ]
+    routes: list[Route] = []
     for vendor in vendors.values():
         routes.append(
             Route(
@@ -121,12 +145,33 @@ def create_app(
     for extra in extras:
         endpoint = _extra(vendors[extra.vendor], extra, guard)
         routes.append(Route(extra.path, endpoint, methods=[extra.method]))
-    return Starlette(routes=routes, lifespan=lifespan)
+    if not admin_port:  # one port for everything, as before the admin port existed
+        return Starlette(routes=operational + routes, lifespan=lifespan)
+    admin = Middleware(_AdminPort, admin=Starlette(routes=operational), port=admin_port)
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[admin])
 
 
 def create_app_from_env() -> Starlette:
     """Factory for `uvicorn --factory` (used by `gateway serve`, one call per worker)."""
     return create_app()
+
+
+class _AdminPort:
+    """Sends the requests that arrived on the admin port to the operational endpoints' app; the
+    rest (and the lifespan) to the vendors' routes. Starlette's 404 either way for a path the
+    port does not serve, so a public port tells nothing about what the admin port has."""
+
+    def __init__(self, app: ASGIApp, *, admin: ASGIApp, port: int) -> None:
+        self.app = app
+        self.admin = admin
+        self.port = port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        server = scope.get("server")  # the local address of the connection
+        if scope["type"] == "http" and server is not None and server[1] == self.port:
+            await self.admin(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 def _ingest(
@@ -444,24 +489,36 @@ def _readyz(publisher: Publisher) -> Endpoint:
 
 def _metrics(metrics: Metrics) -> Endpoint:
     async def endpoint(_: Request) -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        metrics.refresh()
+        if metrics.multiprocess_dir:  # reads every worker's files: off the event loop
+            body = await asyncio.to_thread(metrics.render)
+        else:
+            body = metrics.render()
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return endpoint
 
 
-def _openapi(vendors: dict[str, Vendor], components: Sequence[Component]) -> Endpoint:
-    document = orjson.dumps(openapi_document(vendors, components))
+def _openapi(document: dict[str, Any]) -> Endpoint:
+    body = orjson.dumps(document)
 
     async def endpoint(_: Request) -> Response:
-        return Response(document, media_type="application/json")
+        return Response(body, media_type="application/json")
 
     return endpoint
 
 
 def openapi_document(
-    vendors: dict[str, Vendor], components: Sequence[Component] = ()
+    vendors: dict[str, Vendor],
+    components: Sequence[Component] = (),
+    settings: Settings | None = None,
+    *,
+    operational: bool = True,
 ) -> dict[str, Any]:
-    """An OpenAPI 3.1 description of every route."""
+    """An OpenAPI 3.1 description of the routes senders call: the vendors' routes, at
+    `server.public_url` when it is set. The operational endpoints only when `operational` (they
+    share the vendors' port, `server.admin_port = 0`): a document served on the admin port
+    describing them would send a client to the public port for them."""
     paths: dict[str, Any] = {}
     for vendor in vendors.values():
         operations: dict[str, Any] = {
@@ -515,12 +572,17 @@ def openapi_document(
         ("/metrics", "Prometheus metrics"),
         ("/openapi.json", "this document"),
     ):
-        paths[path] = {"get": {"summary": summary, "responses": {"200": {"description": "ok"}}}}
-    return {
+        if operational:
+            answers = {"200": {"description": "ok"}}
+            paths[path] = {"get": {"summary": summary, "responses": answers}}
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "assessment-gateway", "version": __version__},
         "paths": paths,
     }
+    if settings is not None and settings.server.public_url:
+        document["servers"] = [{"url": settings.server.public_url}]
+    return document
 
 
 def _path_parameters(path: str) -> list[dict[str, Any]]:

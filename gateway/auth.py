@@ -69,6 +69,11 @@ _UNKNOWN_PRINCIPAL_KEY: Final = bytes(16)
 _INVALID_SIGNATURE: Final = "invalid signature"
 
 
+class SignatureRefused(Unauthorized):
+    """A Standard Webhooks request refused: HTTP has no authentication scheme for it, so its
+    401 names none (no `WWW-Authenticate`), whatever the vendor's own scheme is."""
+
+
 class AmbiguousCredentials(GatewayError):
     """Raised when a request carries more than one different credential (RFC 6750 §3.1: more
     than one method, or a repeated parameter, is an `invalid_request`): which one counts would be
@@ -197,15 +202,15 @@ class Authenticator:
         webhook_id = headers.get("webhook-id", "")
         timestamp = headers.get("webhook-timestamp", "").strip()
         if not (webhook_id and timestamp and headers.get(STANDARD_WEBHOOKS_HEADER, "")):
-            raise Unauthorized("missing webhook-id, webhook-timestamp or webhook-signature")
+            raise SignatureRefused("missing webhook-id, webhook-timestamp or webhook-signature")
         if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
-            raise Unauthorized("webhook-timestamp is not a Unix timestamp")
+            raise SignatureRefused("webhook-timestamp is not a Unix timestamp")
         hooks = self._webhooks.get(vendor, [])
         if not hooks:
-            raise Unauthorized("invalid signature")
+            raise SignatureRefused("invalid signature")
         tolerance = max(hook.tolerance_seconds for hook in hooks)
         if abs(self._clock().timestamp() - int(timestamp)) > tolerance:
-            raise Unauthorized("webhook-timestamp is outside the accepted window")
+            raise SignatureRefused("webhook-timestamp is outside the accepted window")
 
     def _token(self, vendor: str, token: str) -> str:
         if not token:
@@ -279,10 +284,10 @@ class Authenticator:
         timestamp = headers.get("webhook-timestamp", "").strip()
         header = headers.get(STANDARD_WEBHOOKS_HEADER, "")
         if not (webhook_id and timestamp and header):
-            raise Unauthorized("missing webhook-id, webhook-timestamp or webhook-signature")
+            raise SignatureRefused("missing webhook-id, webhook-timestamp or webhook-signature")
         # Bounded: int() of thousands of digits raises, and far-off times fail the window anyway.
         if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
-            raise Unauthorized("webhook-timestamp is not a Unix timestamp")
+            raise SignatureRefused("webhook-timestamp is not a Unix timestamp")
         # The signatures presented for version v1 (others, e.g. v1a asymmetric, are not ours).
         presented_signatures = [
             sig.encode("utf-8")
@@ -301,10 +306,10 @@ class Authenticator:
                     if hmac.compare_digest(expected, signature) and tenant is None:
                         tenant, tolerance = hook.tenant, hook.tolerance_seconds
         if tenant is None:
-            raise Unauthorized("invalid signature")
+            raise SignatureRefused("invalid signature")
         # Checked after the signature: an unsigned timestamp says nothing worth answering about.
         if abs(self._clock().timestamp() - int(timestamp)) > tolerance:
-            raise Unauthorized("webhook-timestamp is outside the accepted window")
+            raise SignatureRefused("webhook-timestamp is outside the accepted window")
         return tenant
 
 

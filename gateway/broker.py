@@ -71,7 +71,11 @@ def start_broker(
     schemas: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start a broker in the background and wait until it listens (see `broker_command`;
-    `schemas`: a directory of `<topic>.json` schemas its records must match)."""
+    `schemas`: a directory of `<topic>.json` schemas its records must match).
+
+    The broker runs in a session of its own: a terminal's Ctrl-C (SIGINT to the whole
+    foreground process group) reaches its starter only, which stops it with `stop_broker` when
+    it is done with it (`gateway dev`: after the gateway has drained into it)."""
     if port_in_use(port, host):
         raise ConfigError(f"port {port} on {host} is already in use (is a broker already running?)")
     output = subprocess.DEVNULL if quiet else None
@@ -81,11 +85,14 @@ def start_broker(
         stderr=output,
         env={**os.environ, "RUST_LOG": "warn"},
         cwd=schemas,
+        start_new_session=True,
     )
     try:
         wait_until_listening(port, host)
-    except TimeoutError:
+    except BaseException:
+        # Timed out, or interrupted: out of the terminal's reach, it would outlive its starter.
         process.kill()
+        process.wait()
         raise
     return process
 

@@ -6,20 +6,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 
+import orjson
+import structlog
 import uvicorn
 
-from gateway import __version__, tools
-from gateway.broker import broker_command, start_broker, stop_broker
+from gateway import __version__, devfile, tools
+from gateway.broker import broker_command, port_in_use, start_broker, stop_broker
 from gateway.canonical import parse_time
 from gateway.errors import ConfigError, NormalizeError
-from gateway.http_server import uvicorn_options
+from gateway.http_server import GatewayServer, serve, uvicorn_options
 from gateway.settings import CONFIG_ENV, Settings, load_settings
 
 DEV_CONFIG = "gateway.dev.toml"
@@ -52,7 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     broker = commands.add_parser("broker", help="run the embedded Kafka-compatible broker")
-    broker.add_argument("--port", type=int, default=9092)
+    broker.add_argument(
+        "--port", type=int, default=9092, help="the port it listens on (default: 9092)"
+    )
 
     serve = commands.add_parser("serve", help=f"run the gateway (config from ${CONFIG_ENV})")
     serve.add_argument("--host", default=None, help="default: server.host of the config")
@@ -61,9 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _log_format_option(serve)
 
     dev = commands.add_parser("dev", help=f"run broker + gateway with {DEV_CONFIG}")
-    dev.add_argument("--port", type=int, default=8080)
-    dev.add_argument("--kafka-port", type=int, default=9092)
-    _log_format_option(dev)
+    dev.add_argument("--port", type=int, default=8080, help="the gateway's port (default: 8080)")
+    dev.add_argument(
+        "--kafka-port", type=int, default=9092, help="the broker's port (default: 9092)"
+    )
+    _log_format_option(dev, f"json, the logging.format of {DEV_CONFIG}")
 
     inspera = commands.add_parser("inspera", help="Inspera's export API")
     inspera_commands = inspera.add_subparsers(dest="inspera_command", required=True)
@@ -75,8 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     export.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     replay = commands.add_parser("replay", help="publish dead letters again after a fix")
-    replay.add_argument("--vendor", default=None, help="only this vendor's letters")
-    replay.add_argument("--reason", default=None, help="only letters with this reason code")
+    replay.add_argument(
+        "--vendor", default=None, choices=_vendor_names(), help="only this vendor's letters"
+    )
+    replay.add_argument(
+        "--reason", default=None, choices=_reasons(), help="only letters with this reason"
+    )
     replay.add_argument("--since", default=None, help="received at or after (ISO 8601)")
     replay.add_argument("--until", default=None, help="received before (ISO 8601)")
     replay.add_argument("--dry-run", action="store_true", help="say what would be published")
@@ -106,16 +119,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"gateway: {error.message}", file=sys.stderr)
         return 2
+    except OSError as error:
+        # A path a command cannot use (a configuration file, the state directory): one line.
+        print(f"gateway: {_os_error(error)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 
 
-def _log_format_option(command: argparse.ArgumentParser) -> None:
+def _os_error(error: OSError) -> str:
+    where = f"{error.filename}: " if error.filename else ""
+    return f"{where}{error.strerror or error}"
+
+
+def _vendor_names() -> list[str]:
+    from gateway.vendors import registry  # noqa: PLC0415  # vendor modules only when parsing
+
+    return sorted(registry())
+
+
+def _reasons() -> list[str]:
+    """The reasons a dead letter can have: its schema's enum."""
+    from gateway.tools.schema_cmd import DEADLETTER_SCHEMA  # noqa: PLC0415
+
+    schema = orjson.loads(DEADLETTER_SCHEMA.read_bytes())
+    reasons: list[str] = schema["properties"]["reason"]["enum"]
+    return reasons
+
+
+def _log_format_option(
+    command: argparse.ArgumentParser, default: str = "logging.format of the configuration"
+) -> None:
     command.add_argument(
         "--log-format",
         choices=("json", "console"),
         default=None,
-        help="json (one object per line) or console (lines for humans); default: logging.format",
+        help=f"json (one object per line) or console (lines for humans) (default: {default})",
     )
 
 
@@ -133,7 +172,7 @@ def _broker(port: int) -> int:
 
 def _serve(host: str | None, port: int | None, workers: int | None) -> int:
     server = load_settings().server  # fail here, loudly, before uvicorn forks workers
-    uvicorn.run(
+    config = uvicorn.Config(
         "gateway.app:create_app_from_env",
         factory=True,
         host=host or server.host,
@@ -141,15 +180,22 @@ def _serve(host: str | None, port: int | None, workers: int | None) -> int:
         workers=workers or server.workers,
         **uvicorn_options(server),  # the HTTP limits, proxies trusted, uvicorn's own logging
     )
+    # Both ports bound here, before any worker starts; several workers share one metrics dir.
+    serve(config, server)
     return 0
 
 
 def _replay(
     vendor: str | None, reason: str | None, since: str | None, until: str | None, dry_run: bool
 ) -> int:
+    from aiokafka.errors import KafkaError  # noqa: PLC0415  # the Kafka client only when asked
+
     from gateway.replay import Filters, progress_bar, replay  # noqa: PLC0415  # Kafka client
 
-    settings = load_settings()
+    settings = devfile.tool_settings()
+    _logs_to_stderr(settings)
+    # The client's own connection warnings would repeat what the error below says.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         filters = Filters(
             vendor=vendor,
@@ -159,7 +205,11 @@ def _replay(
         )
     except NormalizeError as error:
         raise ConfigError(f"--since/--until: {error.message}") from None
-    tally = asyncio.run(replay(settings, filters, dry_run, progress_bar()))
+    try:
+        tally = asyncio.run(replay(settings, filters, dry_run, progress_bar()))
+    except KafkaError as error:  # as `gateway tail` says it
+        print(f"gateway: Kafka at {settings.kafka.bootstrap_servers}: {error}", file=sys.stderr)
+        return 1
     mode = "dry run: would publish" if dry_run else "published"
     print(
         f"{tally.read} dead letters read, {tally.matched} matched; {mode} {tally.published} "
@@ -173,12 +223,25 @@ def _replay(
 def _spool(drain: bool) -> int:
     from gateway.spool import inspect_quarantine, inspect_spool  # noqa: PLC0415  # SQLite
 
-    settings = load_settings()
-    directory = Path(settings.server.state_dir) / "spool"
+    settings = devfile.tool_settings() if drain else load_settings()
+    state_dir = settings.server.state_dir
+    directory = Path(state_dir).absolute() / "spool"
+    if not directory.is_dir():
+        # A gateway makes it when it starts: it ran elsewhere, or a relative state_dir is
+        # taken from another working directory. Draining would make an empty one here.
+        relative = "" if Path(state_dir).is_absolute() else ", relative to the working directory"
+        print(
+            f"gateway: no spool directory {directory}: it does not exist (server.state_dir is "
+            f"{state_dir!r}{relative}; run this where the gateway runs, or set "
+            "GATEWAY_SERVER_STATE_DIR)",
+            file=sys.stderr,
+        )
+        return 1
     if drain:
+        _logs_to_stderr(settings)
         forwarded = asyncio.run(_drain(settings))
         print(f"forwarded {forwarded} records to Kafka")
-    slots = inspect_spool(directory) if directory.is_dir() else []
+    slots = inspect_spool(directory)
     print(f"spool {directory}: {sum(s.records for s in slots)} records")
     for slot in slots:
         age = f", oldest {time.time() - slot.oldest:.0f}s old" if slot.oldest else ""
@@ -193,6 +256,26 @@ def _spool(drain: bool) -> int:
             "retried: read them with sqlite3"
         )
     return 0
+
+
+def _logs_to_stderr(settings: Settings) -> None:
+    """Where a command's report is its stdout, the log lines of the parts it runs (the
+    publisher's) go to stderr, in the configured format and level."""
+    level = logging.getLevelNamesMapping()[settings.logging.level.upper()]
+    shared: list[structlog.typing.Processor] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if settings.logging.format == "json":
+        renderer: structlog.typing.Processor = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
 
 
 async def _drain(settings: Settings) -> int:
@@ -218,22 +301,72 @@ def _dev(port: int, kafka_port: int) -> int:
     os.environ["GATEWAY_KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{kafka_port}"
     os.environ["GATEWAY_SERVER_PORT"] = str(port)
     server = load_settings().server  # validate before starting anything
-    broker = start_broker(kafka_port, quiet=True)
-    try:
-        config = uvicorn.Config(
-            "gateway.app:create_app_from_env",
-            factory=True,
-            host="127.0.0.1",
-            port=port,
-            **uvicorn_options(server),
+    if port_in_use(port):
+        # Checked like the broker's port, before anything starts (the broker first).
+        raise ConfigError(
+            f"port {port} on 127.0.0.1 is already in use (is a gateway already running? "
+            "--port chooses another)"
         )
-        asyncio.run(_serve_announced(uvicorn.Server(config), port, kafka_port))
+    if server.admin_port and port_in_use(server.admin_port):
+        raise ConfigError(
+            f"the admin port {server.admin_port} on 127.0.0.1 is already in use (is a gateway "
+            "already running? GATEWAY_SERVER_ADMIN_PORT chooses another)"
+        )
+    # Where the tools find this broker (gateway/devfile.py); also proves the state directory.
+    written = devfile.write(Path(server.state_dir), f"127.0.0.1:{kafka_port}")
+    stopping = _DevSignals()
+    try:
+        broker = start_broker(kafka_port, quiet=True)
+        try:
+            config = uvicorn.Config(
+                "gateway.app:create_app_from_env",
+                factory=True,
+                host="127.0.0.1",
+                port=port,
+                **uvicorn_options(server),
+            )
+            served = GatewayServer(config, server.admin_port)
+            stopping.server = served
+            asyncio.run(_serve_announced(served, port, kafka_port, server.admin_port))
+        finally:
+            stop_broker(broker)  # last: the gateway has drained into it
     finally:
-        stop_broker(broker)
+        stopping.restore()
+        devfile.remove(written)
     return 0
 
 
-async def _serve_announced(server: uvicorn.Server, port: int, kafka_port: int) -> None:
+class _DevSignals:
+    """How `gateway dev` stops: gracefully on SIGINT (Ctrl-C), SIGTERM and SIGHUP (its terminal
+    closing: the broker, in a session of its own, would not get it), then exit 0.
+
+    While the gateway serves, uvicorn takes SIGINT and SIGTERM and drains; afterwards it raises
+    the signal again for the process's previous handler, which by default ends the process
+    (SIGTERM, before the broker is stopped) or raises KeyboardInterrupt (exit 130, which `make`
+    reports as an error). These handlers are that previous handler: a signal once the server
+    exists asks it to stop (a no-op when it has already), one before it interrupts the start."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.server: uvicorn.Server | None = None
+        self._previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
+
+    def restore(self) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number: int, frame: FrameType | None) -> None:
+        if self.server is None:
+            raise KeyboardInterrupt  # while the broker starts: stop it (start_broker) and go
+        self.server.handle_exit(signal.SIGTERM, frame)
+
+
+async def _serve_announced(
+    server: uvicorn.Server, port: int, kafka_port: int, admin_port: int = 0
+) -> None:
+    admin = admin_port or port
+
     async def announce() -> None:
         while not server.started:
             if server.should_exit:
@@ -241,10 +374,14 @@ async def _serve_announced(server: uvicorn.Server, port: int, kafka_port: int) -
             await asyncio.sleep(0.05)
         print(
             f"\nassessment gateway listening on http://127.0.0.1:{port}\n"
+            f"health, readiness, metrics: http://127.0.0.1:{admin}/readyz, /healthz, /metrics\n"
             f"Kafka-compatible broker on 127.0.0.1:{kafka_port}\n"
             f"configuration: {os.environ[CONFIG_ENV]}\n"
             f"try:\n\n{example_curl(port)}\n\n"
-            "records land in the topic edu.events.v1 on that broker. Ctrl-C stops both.\n",
+            "records land in the topic edu.events.v1 on that broker: `gateway tail` prints them\n"
+            "(from this directory; from anywhere else:\n\n"
+            f"GATEWAY_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{kafka_port} gateway tail\n\n"
+            "and the same variable for `gateway replay` and `gateway spool`). Ctrl-C stops both.\n",
             file=sys.stderr,
             flush=True,
         )

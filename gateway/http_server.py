@@ -1,6 +1,13 @@
 """The gateway's HTTP/1.1 server: uvicorn's httptools protocol with the limits a request's head
-must keep before the app sees it, the body deadlines of the app, and the uvicorn options that
-`gateway serve` and `gateway dev` share.
+must keep before the app sees it, the body deadlines of the app, the uvicorn options that
+`gateway serve` and `gateway dev` share, and the two ports they listen on.
+
+Two ports, one server: the public port (`server.port`, vendor routes only) and the admin port
+(`server.admin_port`: probes, metrics, the OpenAPI document). Both sockets are bound before the
+app starts, by the process that forks the workers when there are several (as uvicorn binds its
+own socket), and every worker serves both; the app tells them apart by the local port of each
+connection (gateway/app.py). With several workers a scrape of /metrics sums them all:
+prometheus-client's multiprocess mode, in `<server.state_dir>/metrics`, emptied at every start.
 
 uvicorn alone reads a request's head for as long as the client takes and however large it is:
 a connection that sends a header byte now and then is kept for ever, and one header of 64 MB is
@@ -44,8 +51,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import http
+import os
+import socket
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, Generic, TypeVar, cast
 
 import httptools
@@ -53,8 +63,10 @@ import orjson
 import structlog
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
-from uvicorn.server import ServerState
+from uvicorn.server import Server, ServerState
+from uvicorn.supervisors.multiprocess import Multiprocess
 
+from gateway.errors import ConfigError
 from gateway.settings import ServerSettings
 
 log = structlog.get_logger("gateway.http")
@@ -69,6 +81,10 @@ LINGER_SECONDS: Final = 2.0
 MAX_PIPELINED: Final = 16
 # The longest a passed deadline waits to be noticed, whatever the timeouts.
 _MAX_SWEEP_SECONDS: Final = 1.0
+
+# prometheus-client's switch to its multiprocess mode, read when the library is imported: set
+# before the workers start (each imports it afresh), never in a process of one worker.
+METRICS_DIR_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 
 # Phases of a connection's deadline.
 _HEAD: Final = "header_timeout"
@@ -440,3 +456,78 @@ def uvicorn_options(server: ServerSettings) -> dict[str, Any]:
         "access_log": False,  # the gateway writes its own line per request
         "log_level": "warning",
     }
+
+
+def listen(host: str, port: int, admin_port: int) -> list[socket.socket]:
+    """The public socket and, unless `admin_port` is 0, the admin socket, bound on `host`;
+    ConfigError naming the setting when either cannot be."""
+    if not 0 <= admin_port <= 65535:
+        raise ConfigError(f"server.admin_port must be 0 (none) or a port, not {admin_port}")
+    if admin_port == port:
+        raise ConfigError(
+            f"server.admin_port ({admin_port}) must differ from the public port: the public port "
+            "answers vendor routes only"
+        )
+    sockets = [_bind(host, port, "server.port")]
+    if admin_port:
+        try:
+            sockets.append(_bind(host, admin_port, "server.admin_port"))
+        except ConfigError:
+            sockets[0].close()
+            raise
+    return sockets
+
+
+def _bind(host: str, port: int, setting: str) -> socket.socket:
+    """A socket bound as uvicorn binds its own (`Config.bind_socket`), inheritable by workers."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        reason = error.strerror or str(error)
+        raise ConfigError(f"cannot listen on {host}:{port} ({setting}): {reason}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+class GatewayServer(Server):
+    """uvicorn's server for one process (`gateway dev`), on the public and the admin port."""
+
+    def __init__(self, config: Config, admin_port: int) -> None:
+        super().__init__(config)
+        self.admin_port = admin_port
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        if sockets is None:
+            sockets = listen(self.config.host, self.config.port, self.admin_port)
+        await super().serve(sockets)
+
+
+def serve(config: Config, server: ServerSettings) -> None:
+    """Run `gateway serve`: bind both ports here, then serve them in this process or, with
+    several workers, in worker processes that share the sockets and count their metrics in one
+    directory."""
+    _metrics_directory(server.state_dir, config.workers)
+    sockets = listen(config.host, config.port, server.admin_port)
+    if config.workers > 1:
+        Multiprocess(config, sockets=sockets).run()
+    else:
+        Server(config).run(sockets=sockets)
+
+
+def _metrics_directory(state_dir: str, workers: int) -> None:
+    """Set up prometheus-client's multiprocess mode for `workers` processes (none for one)."""
+    if workers == 1:
+        # One process counts in memory; a value inherited from the environment would make it
+        # add up the files of some other run.
+        os.environ.pop(METRICS_DIR_ENV, None)
+        return
+    directory = Path(state_dir).resolve() / "metrics"
+    directory.mkdir(parents=True, exist_ok=True)
+    # A previous run's files would be summed into this one's: counters start again from 0, as
+    # they do after the restart of a single process.
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    os.environ[METRICS_DIR_ENV] = str(directory)

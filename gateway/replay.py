@@ -99,8 +99,8 @@ async def read_dead_letters(settings: Settings) -> list[dict[str, Any]]:
     """Every letter now in the dead-letter topic, oldest first per partition."""
     topic = settings.kafka.deadletter_topic
     consumer = AIOKafkaConsumer(enable_auto_commit=False, **aiokafka_connection(settings.kafka))
-    await consumer.start()
     try:
+        await consumer.start()  # in the try: a consumer that could not connect is closed too
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         if not partitions:
             return []
@@ -200,7 +200,10 @@ async def _replay_one(
 
 
 def progress_bar(stream: TextIO = sys.stderr) -> Callable[[int, int], None]:
-    """A one-line progress bar for a terminal."""
+    """A one-line progress bar when `stream` is a terminal; elsewhere (a pipe, a log file, CI)
+    nothing, rather than a line of carriage returns: the command's summary says what was done."""
+    if not stream.isatty():
+        return lambda done, total: None
 
     def show(done: int, total: int) -> None:
         width = 30

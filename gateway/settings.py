@@ -1,13 +1,15 @@
 """One settings object, read once at start-up from a TOML file plus `GATEWAY_*` overrides.
 
 Every scalar setting `[section] key` can be overridden by the variable `GATEWAY_<SECTION>_<KEY>`
-(e.g. `GATEWAY_KAFKA_BOOTSTRAP_SERVERS`). A missing file, an unknown key, a value of the wrong type
+(e.g. `GATEWAY_KAFKA_BOOTSTRAP_SERVERS`). A missing file, an unknown key, a `GATEWAY_*` variable
+that names no setting (a typo would otherwise be ignored in silence), a value of the wrong type
 or a secret whose variable is unset fails start-up with a message naming the setting.
 """
 
 from __future__ import annotations
 
 import base64
+import difflib
 import hmac
 import os
 import tomllib
@@ -30,6 +32,10 @@ class ServerSettings:
 
     host: str = "127.0.0.1"
     port: int = 8080
+    # The operational endpoints (/healthz, /readyz, /metrics, /openapi.json) listen here, on
+    # `host`, and not on `port`: the public port, where an ingress sends the internet, answers
+    # vendor routes only (metrics carry tenant names). 0: no admin port, everything on `port`.
+    admin_port: int = 8081
     workers: int = 1
     # 4 MiB: Blackboard batches run to a few hundred KB; Caliper's own example endpoint says 512 KB.
     max_body_bytes: int = 4 * 1024 * 1024
@@ -413,9 +419,55 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         name: _build(cls, _table(raw.get(name, {}), name), name, env)
         for name, cls in _SECTIONS.items()
     }
+    _check_variables(env, raw, sections)
     _check_kafka_security(sections["kafka"], env)
     tenants = _tenants(raw.get("tenants", []), env, sections["privacy"])
     return Settings(tenants=tenants, **sections)
+
+
+# Variables with the gateway's prefix that are not settings: the configuration file's name, and
+# CGI's GATEWAY_INTERFACE, which web servers set for the programs they run.
+_NOT_SETTINGS = frozenset({CONFIG_ENV, "GATEWAY_INTERFACE"})
+
+
+def _check_variables(env: Mapping[str, str], raw: dict[str, Any], sections: dict[str, Any]) -> None:
+    """Refuse a `GATEWAY_*` variable that names no setting, as an unknown key of the file is: a
+    misspelt override would be ignored and the default used, without a word. The variables
+    the configuration itself names (`*_env`: where its secrets are) may have the prefix too.
+    Only names are said, never values (they may be secrets)."""
+    settings = {
+        f"{ENV_PREFIX}{section}_{f.name}".upper(): f"{section}.{f.name}"
+        for section, cls in _SECTIONS.items()
+        for f in fields(cls)
+    }
+    named = {
+        getattr(value, f.name)
+        for value in sections.values()
+        for f in fields(value)
+        if f.name.endswith("_env")
+    }
+    allowed = {*settings, *named, *_named_variables(raw), *_NOT_SETTINGS}
+    unknown = sorted(name for name in env if name.startswith(ENV_PREFIX) and name not in allowed)
+    if not unknown:
+        return
+    said = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, settings, n=1)
+        hint = f" (did you mean {close[0]}, the setting {settings[close[0]]}?)" if close else ""
+        said.append(name + hint)
+    raise ConfigError(
+        f"unknown variable(s): {'; '.join(said)}: a {ENV_PREFIX}* variable must name a setting"
+    )
+
+
+def _named_variables(value: Any) -> list[str]:
+    """Every string the file gives a `*_env` key (a variable's name), at any depth."""
+    if isinstance(value, list):
+        return [name for item in value for name in _named_variables(item)]
+    if not isinstance(value, dict):
+        return []
+    names = [v for k, v in value.items() if k.endswith("_env") and isinstance(v, str)]
+    return names + [name for v in value.values() for name in _named_variables(v)]
 
 
 def _table(value: Any, where: str) -> dict[str, Any]:

@@ -2,9 +2,11 @@
 
 SQLite in WAL mode with `synchronous=FULL`: a row is on disk when `append` returns, so a 2xx given
 after it survives a crash of the gateway (SIGKILL) or of the machine. Each worker process owns one
-slot file (`spool-<n>.sqlite3`, held by an exclusive `flock` for the life of the process); at start
-a worker also adopts slots no live process holds, so nothing spooled by a dead or retired worker is
-left behind. SQLite calls run on one dedicated thread, never on the event loop.
+slot file (`spool-<n>.sqlite3`, held by an exclusive `flock` on `spool-<n>.lock` for the life of
+the process); at start a worker also adopts slots no live process holds, so nothing spooled by a
+dead or retired worker is left behind. A slot found or left empty (drained, or never used) is
+removed, its lock file too, by the process that holds it: files do not pile up (`gateway spool
+--drain`, restarts). SQLite calls run on one dedicated thread, never on the event loop.
 
 Beside the slots, `quarantine.sqlite3` keeps the rare record that Kafka refuses for good and that
 not even a dead letter can replace (gateway/publisher.py): out of the spool, so that it never
@@ -95,15 +97,47 @@ class _Slot:
         fcntl.flock(self.lock, fcntl.LOCK_UN)
         self.lock.close()
 
+    def discard(self) -> None:
+        """Close the slot and remove its files: it holds no record. The lock is released only
+        once they are gone; a process that opened the lock file meanwhile sees, once it has the
+        lock, that the file is no longer there, and opens the slot anew (`_try_lock`)."""
+        self.db.close()
+        for path in (
+            self.path,
+            self.path.with_name(self.path.name + "-wal"),
+            self.path.with_name(self.path.name + "-shm"),
+            Path(self.lock.name),
+        ):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        fcntl.flock(self.lock, fcntl.LOCK_UN)
+        self.lock.close()
+
 
 def _try_lock(directory: Path, index: int) -> _Slot | None:
-    lock = (directory / f"spool-{index}.lock").open("ab")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    lock_path = directory / f"spool-{index}.lock"
+    while True:
+        lock = lock_path.open("ab")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            return None
+        # The lock is the file's, not the name's: a slot discarded between our open and our
+        # flock has no file under that name any more (or a new one), so its lock means nothing.
+        if _same_file(lock, lock_path):
+            return _Slot(directory / f"spool-{index}.sqlite3", lock)
+        fcntl.flock(lock, fcntl.LOCK_UN)
         lock.close()
-        return None
-    return _Slot(directory / f"spool-{index}.sqlite3", lock)
+
+
+def _same_file(opened: IO[bytes], path: Path) -> bool:
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(opened.fileno())
+    return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
 
 
 class Spool:
@@ -161,6 +195,8 @@ class Spool:
         for index in sorted(existing | {fresh}):
             if index >= _MAX_SLOTS:
                 break
+            if index == fresh and self._own is not None:
+                continue  # a slot is made only when all are held: made for nothing, it would stay
             slot = _try_lock(self._directory, index)
             if slot is None:
                 continue
@@ -169,16 +205,17 @@ class Spool:
             elif self._count(slot)[0]:
                 self._orphans.append(slot)
             else:
-                slot.close()
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(slot.path)
+                slot.discard()
         if self._own is None:
             raise RuntimeError(f"no free spool slot in {self._directory}")
         self._refresh()
 
     def _close(self) -> None:
         for slot in [*self._orphans, *([self._own] if self._own else [])]:
-            slot.close()
+            if self._count(slot)[0]:
+                slot.close()  # its records wait for the next start (or `gateway spool --drain`)
+            else:
+                slot.discard()
         self._orphans, self._own = [], None
 
     def _slots(self) -> list[_Slot]:
@@ -250,7 +287,7 @@ class Spool:
         for slot in list(self._orphans):
             if not self._count(slot)[0]:
                 self._orphans.remove(slot)
-                slot.close()
+                slot.discard()
 
 
 def _encode_headers(headers: tuple[tuple[str, bytes], ...]) -> bytes:
@@ -277,16 +314,22 @@ def inspect_spool(directory: Path) -> list[SlotInfo]:
     """Every spool file under `directory`, read without disturbing the process that holds it."""
     found: list[SlotInfo] = []
     for path in sorted(directory.glob("spool-*.sqlite3")):
-        lock_path = path.with_suffix(".lock")
-        with lock_path.open("ab") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                held = True
-            else:
-                held = False
-                fcntl.flock(lock, fcntl.LOCK_UN)
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            # Opened, never created: a lock file made here would outlive a discarded slot.
+            with path.with_suffix(".lock").open("rb") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    held = True
+                else:
+                    held = False
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+        except FileNotFoundError:
+            held = False  # no lock file: no process holds it
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        except sqlite3.OperationalError:
+            continue  # discarded meanwhile
         try:
             count, size, oldest = db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(value) + LENGTH(headers)), 0), "

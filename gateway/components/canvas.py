@@ -196,7 +196,7 @@ class QuizLogStore(SqliteStore):
         # processes of one instance sharing the file serialize their writes.
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA busy_timeout = 10000")
-        db.execute("PRAGMA journal_mode = WAL")
+        _wal(db)
         # NORMAL in WAL mode keeps the file consistent on a crash; the last transactions may be
         # lost, and their offsets with them, so they are consumed again.
         db.execute("PRAGMA synchronous = NORMAL")
@@ -741,3 +741,18 @@ def _submission(inbound: Inbound, tenant: str) -> Submission:
     params = inbound.path_params
     canvas.check_path_ids(params)  # NotFound: an id beyond 64 bits names nothing
     return Submission(tenant, params["course_id"], params["quiz_id"], params["id"])
+
+
+def _wal(db: sqlite3.Connection, attempts: int = 50) -> None:
+    """Switch to WAL, waiting for another worker that opens the same new file at that moment:
+    SQLite answers "database is locked" at once there, without its busy timeout (seen once in
+    about 20 starts of two workers on a new state directory)."""
+    for attempt in range(attempts):
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
+        else:
+            return

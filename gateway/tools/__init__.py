@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gateway.settings import load_settings
+from gateway.devfile import tool_settings
 
 
 def add_commands(commands: Any) -> None:
@@ -32,7 +32,14 @@ def add_commands(commands: Any) -> None:
         help="canonical, deadletter (the configured topics) or a topic name; default: canonical",
     )
     tail.add_argument("--follow", "-f", action="store_true", help="keep printing new records")
-    tail.add_argument("--vendor", nargs="+", action="extend", default=[], help="only these vendors")
+    tail.add_argument(
+        "--vendor",
+        nargs="+",
+        action="extend",
+        default=[],
+        choices=sorted(registry()),
+        help="only these vendors",
+    )
     tail.add_argument("--tenant", nargs="+", action="extend", default=[], help="only these tenants")
     tail.add_argument(
         "--type",
@@ -95,7 +102,7 @@ def tail(args: argparse.Namespace) -> int:
     """`gateway tail`."""
     from gateway.tools.tail import Filters, Tail, tail_command, topic_name  # noqa: PLC0415
 
-    settings = load_settings()
+    settings = tool_settings()  # the Kafka of a `gateway dev` running here, unless configured
     return tail_command(
         settings,
         Tail(

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Final
 
+from gateway.errors import ConfigError
 from gateway.schemas import SCHEMA_DIR
 
 CANONICAL_SCHEMA: Final = SCHEMA_DIR / "canonical" / "event.schema.json"
@@ -20,6 +21,9 @@ def schema_command(deadletter: bool, write: str | None) -> int:
         sys.stdout.buffer.write(content)
         sys.stdout.buffer.flush()
         return 0
-    Path(write).write_bytes(content)
+    try:
+        Path(write).write_bytes(content)
+    except OSError as error:
+        raise ConfigError(f"cannot write {write}: {error.strerror}") from None
     print(f"wrote {source.name} to {write}", file=sys.stderr)
     return 0

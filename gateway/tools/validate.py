@@ -49,6 +49,9 @@ def validate_command(
     dead-lettered or the request refused."""
     vendor = registry()[vendor_name]
     body = sys.stdin.buffer.read() if file == "-" else _read(file)
+    if not body.strip():
+        # Said first: what follows (a parse error, a missing field) would not say it.
+        print(f"{file}: empty body", file=sys.stderr)
     media_type = (content_type or vendor.media_types[0]).split(";", 1)[0].strip().lower()
     inbound = Inbound("POST", media_type, body, path_params=path_params(vendor, path))
     ctx = NormalizeContext(tenant, vendor.name, datetime.now(UTC), uuid.uuid4().hex)
@@ -87,11 +90,11 @@ def validate_command(
     for item, rejection in normalized.rejected:
         _report_rejection(report, item.where or "the event", rejection)
     summary = (
-        f"would answer {vendor.success.status}: {len(seen)} canonical records, "
-        f"{len(normalized.rejected)} dead letters"
+        f"would answer {vendor.success.status}: {_count(len(seen), 'canonical record')}, "
+        f"{_count(len(normalized.rejected), 'dead letter')}"
     )
     if duplicates:
-        summary += f", {duplicates} repeated events (same id) published once"
+        summary += f", {_count(duplicates, 'repeated event')} (same id) published once"
     print(summary + f" (tenant {tenant!r}; ids depend on it)", file=report)
     return 1 if normalized.rejected else 0
 
@@ -120,5 +123,13 @@ def _report_rejection(report: TextIO, where: str, rejection: Rejection) -> None:
 
 
 def _report_errors(report: TextIO, errors: tuple[FieldError, ...]) -> None:
+    """One line per field, with everything that is wrong with it."""
+    by_field: dict[str, list[str]] = {}
     for error in errors:
-        print(f"  {error.path or '/'}: {error.message}", file=report)
+        by_field.setdefault(error.path or "/", []).append(error.message)
+    for where, messages in by_field.items():
+        print(f"  {where}: {'; '.join(messages)}", file=report)
+
+
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}" if number == 1 else f"{number} {thing}s"

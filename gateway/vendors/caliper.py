@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import orjson
 
-from gateway.auth import Scheme
+from gateway.auth import Scheme, SignatureRefused
 from gateway.canonical import (
     CanonicalEvent,
     EventType,
@@ -31,14 +31,16 @@ from gateway.canonical import (
     normalize_time,
 )
 from gateway.errors import (
+    GatewayError,
     MalformedPayload,
     NormalizeError,
+    Unauthorized,
     UnsupportedMediaType,
     UnsupportedVersion,
 )
 from gateway.limits import InvalidJson, loads_json
 from gateway.settings import Settings
-from gateway.vendors.base import Inbound, Item, Reply, Vendor
+from gateway.vendors.base import Inbound, Item, Reply, Vendor, problem_reply
 
 NAME: Final = "caliper"
 DATA_VERSIONS: Final = {
@@ -80,6 +82,8 @@ _IRI_SEPARATORS: Final = re.compile(r"[#/:]")
 _IMS_IRI: Final = "http://purl.imsglobal.org/"
 _WORD_START: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+# RFC 6750 §3: a 401 of a bearer-token resource names the scheme.
+WWW_AUTHENTICATE: Final = "Bearer"
 
 
 def term(value: Any) -> str:
@@ -117,6 +121,9 @@ def decode(inbound: Inbound) -> dict[str, Any]:
         raise UnsupportedMediaType(
             f"Caliper envelopes are application/json, not {media or 'none'!r}"
         )
+    if not inbound.body.strip():
+        # Said as such: the parser's "EOF while parsing a value" does not say it.
+        raise MalformedPayload("empty body: expected a Caliper Envelope (a JSON object)")
     try:
         body = loads_json(inbound.body)
     except InvalidJson as exc:
@@ -496,6 +503,16 @@ def _drop_nulls(value: Any) -> Any:
     return value
 
 
+def render_error(error: GatewayError) -> Reply:
+    """The default problem+json; a 401 names the scheme to authenticate with (RFC 6750: sensors
+    send a bearer token), unless a Standard Webhooks signature was refused: no HTTP scheme."""
+    reply = problem_reply(error)
+    if isinstance(error, Unauthorized) and not isinstance(error, SignatureRefused):
+        headers = {**reply.headers, "www-authenticate": WWW_AUTHENTICATE}
+        return Reply(reply.status, reply.body, reply.media_type, headers)
+    return reply
+
+
 def describe(settings: Settings) -> Reply:
     """Caliper 1.2 endpoint configuration, answered on GET.
 
@@ -523,5 +540,6 @@ VENDOR: Final = Vendor(
     split=split,
     normalize=normalize,
     success=Reply(200),
+    render_error=render_error,
     describe=describe,
 )

@@ -1,5 +1,6 @@
 """Real components for the integration tests: the embedded broker and `gateway serve`, started
-once per test session on free loopback ports, and a Kafka reader that shows what was published.
+once per test session on free loopback ports (a public and an admin port per gateway), and a
+Kafka reader that shows what was published.
 """
 
 from __future__ import annotations
@@ -108,9 +109,11 @@ class TopicReader:
 
 @dataclass(frozen=True)
 class Gateway:
-    """A running `gateway serve` process."""
+    """A running `gateway serve` process: vendor routes at `url`, the operational endpoints
+    (/healthz, /readyz, /metrics, /openapi.json) at `admin_url`."""
 
     url: str
+    admin_url: str
     suffix: str
     canonical_topic: str
     deadletter_topic: str
@@ -174,7 +177,8 @@ def start_gateway(
     extra_env: dict[str, str] | None = None,
     suffix: str | None = None,
 ) -> Gateway:
-    """`gateway serve` with the dev configuration, its own topics and a free port.
+    """`gateway serve` with the dev configuration, its own topics and free ports, ready once its
+    admin port says so. GATEWAY_SERVER_ADMIN_PORT=0 in `extra_env`: one port for everything.
 
     A `suffix` of an earlier gateway restarts "the same" gateway: same topics, same state dir.
     """
@@ -190,6 +194,7 @@ def start_gateway(
         "GATEWAY_KAFKA_CANONICAL_TOPIC": canonical,
         "GATEWAY_KAFKA_DEADLETTER_TOPIC": deadletter,
         "GATEWAY_SERVER_STATE_DIR": str(tmp / f"state-{suffix}"),
+        "GATEWAY_SERVER_ADMIN_PORT": str(free_port()),
         **(extra_env or {}),
     }
     with log_path.open("wb") as log:
@@ -201,17 +206,24 @@ def start_gateway(
             cwd=ROOT,
         )
     url = f"http://127.0.0.1:{port}"
+    admin_port = int(env["GATEWAY_SERVER_ADMIN_PORT"])
+    admin_url = f"http://127.0.0.1:{admin_port}" if admin_port else url
+    gateway = Gateway(url, admin_url, suffix, canonical, deadletter, log_path, process)
+    # One worker answering is not all of them: the others may still be starting, and take no
+    # connection until they have.
+    workers = int(env.get("GATEWAY_SERVER_WORKERS", "1"))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"gateway exited: {log_path.read_text()}")
         try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return Gateway(url, suffix, canonical, deadletter, log_path, process)
+            ready = httpx.get(f"{admin_url}/readyz", timeout=1).status_code == 200
         except httpx.TransportError:
-            pass
+            ready = False
+        if ready and (workers == 1 or log_path.read_bytes().count(b'"started"') >= workers):
+            return gateway
         time.sleep(0.1)
-    process.kill()
+    stop_gateway(gateway)  # SIGTERM first: a killed parent would leave its workers running
     raise RuntimeError(f"gateway did not become ready: {log_path.read_text()}")
 
 
@@ -250,4 +262,11 @@ def gateway(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[G
 @pytest.fixture
 async def client(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+        yield http
+
+
+@pytest.fixture
+async def admin(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    """The session gateway's admin port: probes, metrics, the OpenAPI document."""
+    async with httpx.AsyncClient(base_url=gateway.admin_url, timeout=30) as http:
         yield http

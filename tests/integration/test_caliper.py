@@ -151,6 +151,7 @@ async def test_bad_credentials_get_401_and_publish_nothing(
     )
     assert response.status_code == 401
     assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["www-authenticate"] == "Bearer"  # RFC 6750: the scheme to use
     canonical = await kafka.settle(gateway.canonical_topic, quiet=0.5)
     assert expected_id(event) not in ids_of(canonical)
     dead = await kafka.settle(gateway.deadletter_topic, quiet=0.5)
@@ -366,4 +367,6 @@ async def test_endpoint_configuration_on_get(client: httpx.AsyncClient) -> None:
     ]
     assert config["caliper_supported_versions"] == config["caliperSupportedVersions"]
     assert config["caliperMaximumPayloadSize"] == 4096
-    assert (await client.get("/v1/caliper")).status_code == 401
+    refused = await client.get("/v1/caliper")
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"] == "Bearer"

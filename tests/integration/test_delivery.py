@@ -32,7 +32,10 @@ async def test_without_spool_an_unacknowledged_request_gets_503_and_its_retry_is
     event = assessment_started()
     body = orjson.dumps(envelope(event))
     try:
-        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        async with (
+            httpx.AsyncClient(base_url=gateway.url, timeout=30) as client,
+            httpx.AsyncClient(base_url=gateway.admin_url, timeout=30) as admin,
+        ):
             stop_broker(broker)
             started = time.monotonic()
             response = await client.post("/v1/caliper", content=body, headers=AUTH)
@@ -40,7 +43,7 @@ async def test_without_spool_an_unacknowledged_request_gets_503_and_its_retry_is
             assert response.headers["retry-after"] == "5"
             assert response.json()["title"] == "broker unavailable"
             assert time.monotonic() - started < 10  # bounded by the publish timeout, no hang
-            ready = await client.get("/readyz")
+            ready = await admin.get("/readyz")
             assert ready.status_code == 503
             assert ready.json() == {"status": "unavailable"}
 
@@ -70,17 +73,20 @@ async def test_with_the_broker_down_events_are_spooled_then_forwarded(tmp_path: 
     gateway = start_gateway(bootstrap, tmp_path, {"GATEWAY_SPOOL_ACK_DEADLINE_SECONDS": "1"})
     events = [assessment_started() for _ in range(5)]
     try:
-        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        async with (
+            httpx.AsyncClient(base_url=gateway.url, timeout=30) as client,
+            httpx.AsyncClient(base_url=gateway.admin_url, timeout=30) as admin,
+        ):
             stop_broker(broker)
             for event in events:
                 response = await client.post(
                     "/v1/caliper", content=orjson.dumps(envelope(event)), headers=AUTH
                 )
                 assert response.status_code == 200  # safe on disk: the sensor never retries
-            ready = await client.get("/readyz")
+            ready = await admin.get("/readyz")
             assert ready.status_code == 200
             assert ready.json() == {"status": "degraded", "spool_depth": 5}
-            metrics = (await client.get("/metrics")).text
+            metrics = (await admin.get("/metrics")).text
             assert "gateway_spool_depth 5.0" in metrics
             line = gateway.log_lines()[-1]
             assert line["spooled"] == 1
@@ -94,9 +100,9 @@ async def test_with_the_broker_down_events_are_spooled_then_forwarded(tmp_path: 
             )
             assert expected <= {r.json()["id"] for r in records}
             deadline = time.monotonic() + 10
-            while (await client.get("/readyz")).json()["status"] != "ready":
+            while (await admin.get("/readyz")).json()["status"] != "ready":
                 assert time.monotonic() < deadline
-            assert "gateway_spool_depth 0.0" in (await client.get("/metrics")).text
+            assert "gateway_spool_depth 0.0" in (await admin.get("/metrics")).text
     finally:
         stop_gateway(gateway)
         stop_broker(broker)
@@ -108,7 +114,10 @@ async def test_a_full_spool_refuses_with_503_and_retry_after(tmp_path: Path) -> 
     small = {"GATEWAY_SPOOL_ACK_DEADLINE_SECONDS": "1", "GATEWAY_SPOOL_MAX_BYTES": "20000"}
     gateway = start_gateway(f"127.0.0.1:{port}", tmp_path, small)
     try:
-        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        async with (
+            httpx.AsyncClient(base_url=gateway.url, timeout=30) as client,
+            httpx.AsyncClient(base_url=gateway.admin_url, timeout=30) as admin,
+        ):
             stop_broker(broker)
             statuses = []
             for _ in range(40):  # ~1.5 KB of records each: the 20 KB spool fills up
@@ -124,9 +133,9 @@ async def test_a_full_spool_refuses_with_503_and_retry_after(tmp_path: Path) -> 
             assert statuses[-1] == 503, statuses
             assert response.headers["retry-after"] == "5"
             assert response.json()["title"] == "spool full"
-            ready = await client.get("/readyz")
+            ready = await admin.get("/readyz")
             assert (ready.status_code, ready.json()["status"]) == (503, "unavailable")
-            metrics = (await client.get("/metrics")).text
+            metrics = (await admin.get("/metrics")).text
             assert "gateway_spool_oldest_age_seconds" in metrics
             assert f"gateway_spool_spooled_total {float(statuses.count(200))}" in metrics
     finally:

@@ -117,7 +117,7 @@ async def test_broker_killed_and_restarted_under_load_reconnects_by_itself(
         await asyncio.sleep(4)
         stop.set()
         result = await load
-        await wait_ready(gateway.url)
+        await wait_ready(gateway.admin_url)
         assert set(result.statuses) - {"200"} <= {"503"}, result.statuses
         report = await arrived(TopicReader(f"127.0.0.1:{port}"), gateway, result)
         assert report["acknowledged"] > 0
@@ -137,7 +137,7 @@ async def test_gateway_killed_with_a_full_spool_delivers_it_after_restart(tmp_pa
         os.kill(broker.pid, signal.SIGSTOP)
         stop = asyncio.Event()
         load = asyncio.create_task(send_load(gateway.url, stop))
-        await wait_ready(gateway.url, "degraded")
+        await wait_ready(gateway.admin_url, "degraded")
         await asyncio.sleep(3)
         gateway.process.kill()  # SIGKILL: no shutdown, no flush
         gateway.process.wait()
@@ -151,7 +151,7 @@ async def test_gateway_killed_with_a_full_spool_delivers_it_after_restart(tmp_pa
         assert report["lost"] == 0, report
         lines = restarted.log_lines()
         assert any(line["event"] == "spool_engaged" for line in lines)
-        await wait_ready(restarted.url)
+        await wait_ready(restarted.admin_url)
     finally:
         if restarted is not None:
             stop_gateway(restarted)
@@ -195,7 +195,7 @@ async def test_spool_command_shows_and_drains_what_a_dead_gateway_left(tmp_path:
         os.kill(broker.pid, signal.SIGSTOP)
         stop = asyncio.Event()
         load = asyncio.create_task(send_load(gateway.url, stop, senders=4))
-        await wait_ready(gateway.url, "degraded")
+        await wait_ready(gateway.admin_url, "degraded")
         await asyncio.sleep(2)
         gateway.process.kill()
         gateway.process.wait()

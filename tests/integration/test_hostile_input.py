@@ -91,7 +91,7 @@ def envelope(marker: str, data: Any = None) -> bytes:
 
 
 def alive(gateway: Gateway) -> None:
-    assert httpx.get(f"{gateway.url}/healthz", timeout=5).status_code == 200
+    assert httpx.get(f"{gateway.admin_url}/healthz", timeout=5).status_code == 200
 
 
 # --- framing ----------------------------------------------------------------------------------

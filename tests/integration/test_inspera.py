@@ -134,6 +134,7 @@ async def test_a_bad_or_missing_signature_gets_401_and_publishes_nothing(
     response = await post(client, raw, signature)
     assert response.status_code == 401
     assert response.headers["content-type"] == "application/problem+json"
+    assert "www-authenticate" not in response.headers  # no HTTP auth scheme: none to name
     canonical = await kafka.settle(gateway.canonical_topic, quiet=0.5)
     assert of_test(canonical, body["contextObjectId"]) == []
     dead = await kafka.settle(gateway.deadletter_topic, quiet=0.5)

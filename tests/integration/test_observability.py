@@ -1,5 +1,6 @@
-"""What a dashboard and an on-call person rely on: the metric names, types and labels on /metrics,
-the lifecycle log lines through a broker outage (once per transition, not once per request), and
+"""What a dashboard and an on-call person rely on: the metric names, types and labels on /metrics
+(the admin port), one scrape counting every worker of `gateway serve --workers N`, the lifecycle
+log lines through a broker outage (once per transition, not once per request), and
 docs/operations.md listing every metric and every log event. Real broker, real `gateway serve`,
 real signals (SIGSTOP freezes the broker the way a hung Kafka does).
 """
@@ -7,11 +8,13 @@ real signals (SIGSTOP freezes the broker the way a hung Kafka does).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -35,11 +38,12 @@ LIFECYCLE = {
     "spool_drained",
 }
 FAST_SPOOL = {"GATEWAY_SPOOL_ACK_DEADLINE_SECONDS": "1"}
+TWO_WORKERS = {"GATEWAY_SERVER_WORKERS": "2"}
 
 
 async def scrape(client: httpx.AsyncClient) -> dict[str, Metric]:
-    """The metric families exposed, without the client library's standard `_created` series
-    (which the text format shows as gauges of their own)."""
+    """The metric families a client of the admin port is shown, without the client library's
+    standard `_created` series (which the text format shows as gauges of their own)."""
     text = (await client.get("/metrics")).text
     families = text_string_to_metric_families(text)
     return {f.name: f for f in families if not f.name.endswith("_created")}
@@ -88,7 +92,7 @@ def own_broker() -> Iterator[tuple[str, int]]:
 
 
 async def test_metrics_carry_the_names_types_and_labels_dashboards_use(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, admin: httpx.AsyncClient
 ) -> None:
     bad = assessment_started()
     del bad["actor"]
@@ -97,7 +101,7 @@ async def test_metrics_carry_the_names_types_and_labels_dashboards_use(
     refused = await client.post("/v1/caliper", content=body, headers={"Authorization": "nope"})
     assert refused.status_code == 401
 
-    families = await scrape(client)
+    families = await scrape(admin)
     types = {name: family.type for name, family in families.items()}
     assert types == {
         "gateway_requests": "counter",
@@ -137,7 +141,7 @@ async def test_metrics_carry_the_names_types_and_labels_dashboards_use(
 
 
 async def test_every_metric_is_documented_with_its_type_and_labels(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, admin: httpx.AsyncClient
 ) -> None:
     await post_event(client)  # so that every labelled family has a series
     docs = OPERATIONS.read_text(encoding="utf-8")
@@ -146,7 +150,7 @@ async def test_every_metric_is_documented_with_its_type_and_labels(
         for line in docs.splitlines()
         if (match := re.match(r"\| `(gateway_\w+)` \|", line))
     }
-    for name, family in (await scrape(client)).items():
+    for name, family in (await scrape(admin)).items():
         exposed = f"{name}_total" if family.type == "counter" else name
         assert exposed in rows, f"{exposed} is not in {OPERATIONS.name}"
         row = rows[exposed]
@@ -172,7 +176,10 @@ async def test_a_frozen_broker_logs_one_line_per_transition_and_times_publishes(
     bootstrap, broker_pid = own_broker
     gateway = start_gateway(bootstrap, tmp_path, FAST_SPOOL)
     try:
-        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        async with (
+            httpx.AsyncClient(base_url=gateway.url, timeout=30) as client,
+            httpx.AsyncClient(base_url=gateway.admin_url, timeout=30) as admin,
+        ):
             assert await post_event(client) == 200
             os.kill(broker_pid, signal.SIGSTOP)
             # Concurrent senders all hit the dead broker at once: still one line each.
@@ -183,7 +190,7 @@ async def test_a_frozen_broker_logs_one_line_per_transition_and_times_publishes(
             assert frozen.count("broker_lost") == 1, frozen
             assert frozen.count("spool_engaged") == 1, frozen
 
-            families = await scrape(client)
+            families = await scrape(admin)
             publish = "gateway_publish_duration_seconds"
             count = f"{publish}_count"
             assert value(families, publish, count, outcome="spooled") == 10
@@ -194,7 +201,7 @@ async def test_a_frozen_broker_logs_one_line_per_transition_and_times_publishes(
             os.kill(broker_pid, signal.SIGCONT)
             await wait_for_line(gateway, "spool_drained")
             assert await post_event(client) == 200
-            families = await scrape(client)
+            families = await scrape(admin)
             assert value(families, publish, count, outcome="acknowledged") == 2
     finally:
         stop_gateway(gateway)
@@ -219,14 +226,17 @@ async def test_without_a_spool_waiting_requests_show_in_flight_and_the_outage_lo
     no_spool = {"GATEWAY_SPOOL_ENABLED": "false", "GATEWAY_KAFKA_PUBLISH_TIMEOUT_SECONDS": "3"}
     gateway = start_gateway(bootstrap, tmp_path, no_spool)
     try:
-        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        async with (
+            httpx.AsyncClient(base_url=gateway.url, timeout=30) as client,
+            httpx.AsyncClient(base_url=gateway.admin_url, timeout=30) as admin,
+        ):
             assert await post_event(client) == 200
             os.kill(broker_pid, signal.SIGSTOP)
             waiting = [asyncio.create_task(post_event(client)) for _ in range(4)]
             seen = 0.0
             deadline = time.monotonic() + 10
             while seen < 4 and time.monotonic() < deadline:
-                families = await scrape(client)
+                families = await scrape(admin)
                 seen = value(families, "gateway_in_flight", "gateway_in_flight") or 0.0
                 await asyncio.sleep(0.05)
             assert seen == 4
@@ -238,7 +248,7 @@ async def test_without_a_spool_waiting_requests_show_in_flight_and_the_outage_lo
             deadline = time.monotonic() + 30
             while await post_event(client) != 200:
                 assert time.monotonic() < deadline, "the gateway never published again"
-            families = await scrape(client)
+            families = await scrape(admin)
             assert value(families, "gateway_in_flight", "gateway_in_flight") == 0
             failed = {"tenant": "demo", "vendor": "caliper", "status": "503"}
             assert (
@@ -251,3 +261,175 @@ async def test_without_a_spool_waiting_requests_show_in_flight_and_the_outage_lo
     assert events.count("broker_lost") == events.count("broker_connected") - 1, events
     assert events[-2:] == ["broker_connected", "stopped"], events
     assert "spool_engaged" not in events
+
+
+# --- several workers ------------------------------------------------------------------------------
+
+
+def worker_pids(gateway: Gateway, count: int = 2) -> list[int]:
+    """The `count` worker processes of a `gateway serve --workers N` (uvicorn spawns them), once
+    they all run."""
+    deadline = time.monotonic() + 15
+    while True:
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+                command = (stat.parent / "cmdline").read_bytes()
+            except (OSError, ValueError):
+                continue  # gone meanwhile
+            if parent == gateway.process.pid and b"spawn_main" in command:
+                pids.append(int(stat.parent.name))
+        if len(pids) == count:
+            return sorted(pids)
+        assert time.monotonic() < deadline, f"workers: {pids}"
+        time.sleep(0.1)
+
+
+@contextmanager
+def served_by(gateway: Gateway, worker: int) -> Iterator[None]:
+    """New connections meanwhile go to `worker`: the other workers, which share its listening
+    sockets, are stopped (SIGSTOP) for the while, well under uvicorn's 5 s health check."""
+    others = [pid for pid in worker_pids(gateway) if pid != worker]
+    for pid in others:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in others:
+            os.kill(pid, signal.SIGCONT)
+
+
+async def post_events(gateway: Gateway, count: int) -> None:
+    """`count` Caliper events on new connections, all at once; each must be taken."""
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        statuses = await asyncio.gather(*(post_event(client) for _ in range(count)))
+    assert statuses == [200] * count
+
+
+async def scrape_new(gateway: Gateway) -> dict[str, Metric]:
+    """A scrape on a new connection (see `served_by`)."""
+    async with httpx.AsyncClient(base_url=gateway.admin_url, timeout=30) as admin:
+        return await scrape(admin)
+
+
+async def scrape_until(
+    gateway: Gateway,
+    check: Callable[[dict[str, Metric]], bool],
+    within: float,
+    via: int | None = None,
+) -> dict[str, Metric]:
+    """Scrape (answered by the worker `via`, else by any) until `check` holds; the last scrape
+    either way. Each worker writes its gauges every second: one not scraped may lag as long."""
+    deadline = time.monotonic() + within
+    while True:
+        with served_by(gateway, via) if via else contextlib.nullcontext():
+            families = await scrape_new(gateway)
+        if check(families) or time.monotonic() > deadline:
+            return families
+        await asyncio.sleep(0.2)
+
+
+def caliper_totals(families: dict[str, Metric]) -> tuple[float | None, ...]:
+    """Requests, published events and request durations observed, of the demo tenant's Caliper."""
+    requests = {"tenant": "demo", "vendor": "caliper", "status": "200"}
+    published = {"tenant": "demo", "vendor": "caliper", "outcome": "published"}
+    duration = "gateway_request_duration_seconds"
+    return (
+        value(families, "gateway_requests", "gateway_requests_total", **requests),
+        value(families, "gateway_events", "gateway_events_total", **published),
+        value(families, duration, f"{duration}_count", vendor="caliper"),
+    )
+
+
+async def test_one_scrape_counts_the_requests_of_every_worker(broker: str, tmp_path: Path) -> None:
+    gateway = start_gateway(broker, tmp_path, TWO_WORKERS)
+    try:
+        first, second = worker_pids(gateway)
+        with served_by(gateway, first):
+            await post_events(gateway, 7)
+        with served_by(gateway, second):
+            await post_events(gateway, 5)
+        for worker in (first, second):
+            with served_by(gateway, worker):
+                families = await scrape_new(gateway)
+            assert caliper_totals(families) == (12, 12, 12), worker
+            assert value(families, "gateway_in_flight", "gateway_in_flight") == 0
+    finally:
+        stop_gateway(gateway)
+    # Restarted on the same state directory: counting starts again from 0, as with one process.
+    restarted = start_gateway(broker, tmp_path, TWO_WORKERS, suffix=gateway.suffix)
+    try:
+        first, second = worker_pids(restarted)
+        with served_by(restarted, first):
+            await post_events(restarted, 3)
+        with served_by(restarted, second):
+            families = await scrape_new(restarted)
+        assert caliper_totals(families) == (3, 3, 3)
+    finally:
+        stop_gateway(restarted)
+
+
+async def test_with_several_workers_the_spool_gauges_add_up_every_worker(
+    own_broker: tuple[str, int], tmp_path: Path
+) -> None:
+    bootstrap, broker_pid = own_broker
+    gateway = start_gateway(bootstrap, tmp_path, {**FAST_SPOOL, **TWO_WORKERS})
+    depth = ("gateway_spool_depth", "gateway_spool_depth")
+    spooled = ("gateway_spool_spooled", "gateway_spool_spooled_total")
+    forwarded = ("gateway_spool_forwarded", "gateway_spool_forwarded_total")
+    age = ("gateway_spool_oldest_age_seconds", "gateway_spool_oldest_age_seconds")
+    try:
+        first, second = worker_pids(gateway)
+        os.kill(broker_pid, signal.SIGSTOP)
+        with served_by(gateway, first):
+            await post_events(gateway, 3)  # spooled after the 1 s ack deadline
+        with served_by(gateway, second):
+            await post_events(gateway, 5)
+        for worker in (first, second):
+            families = await scrape_until(gateway, lambda f: value(f, *depth) == 8, 5, worker)
+            assert value(families, *depth) == 8, worker
+            assert value(families, *spooled) == 8, worker
+            assert (value(families, *age) or 0) > 0, worker
+
+        os.kill(broker_pid, signal.SIGCONT)
+        drained = (0, 8)
+        families = await scrape_until(
+            gateway, lambda f: (value(f, *depth), value(f, *forwarded)) == drained, 30
+        )
+        assert (value(families, *depth), value(families, *forwarded)) == drained
+    finally:
+        stop_gateway(gateway)
+
+
+async def test_a_killed_worker_leaves_no_ghost_in_the_gauges(
+    own_broker: tuple[str, int], tmp_path: Path
+) -> None:
+    bootstrap, broker_pid = own_broker
+    waits = {
+        **TWO_WORKERS,
+        "GATEWAY_SPOOL_ENABLED": "false",
+        "GATEWAY_KAFKA_PUBLISH_TIMEOUT_SECONDS": "30",
+    }
+    gateway = start_gateway(bootstrap, tmp_path, waits)
+    try:
+        first, second = worker_pids(gateway)
+        os.kill(broker_pid, signal.SIGSTOP)
+        in_flight = ("gateway_in_flight", "gateway_in_flight")
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as client:
+            with served_by(gateway, second):
+                waiting = asyncio.create_task(post_event(client))  # waits for Kafka's acks
+                # Taken by the second worker, the only one that runs (and answers) meanwhile.
+                taken = await scrape_until(gateway, lambda f: value(f, *in_flight) == 1, 3)
+                assert value(taken, *in_flight) == 1
+            seen = await scrape_until(gateway, lambda f: value(f, *in_flight) == 1, 5, first)
+            assert value(seen, *in_flight) == 1, "the first worker does not count it"
+
+            os.kill(second, signal.SIGKILL)  # an OOM kill: no shutdown, no last words
+            # uvicorn starts another worker; the dead one's request is not in flight any more.
+            after = await scrape_until(gateway, lambda f: value(f, *in_flight) == 0, 15)
+            assert value(after, *in_flight) == 0, "the dead worker's request stays in flight"
+            await asyncio.gather(waiting, return_exceptions=True)  # its connection was reset
+        os.kill(broker_pid, signal.SIGCONT)
+    finally:
+        stop_gateway(gateway)

@@ -201,6 +201,7 @@ async def test_bad_credentials_get_401_and_publish_nothing(
         response = await post(client, body=body, content_type=content_type, request_id=marker)
         assert (name, response.status_code) == (name, 401)
         assert response.headers["content-type"] == "application/problem+json"
+        assert "www-authenticate" not in response.headers  # no HTTP auth scheme: none to name
         sent[marker] = message_id
     canonical = await kafka.settle(gateway.canonical_topic, quiet=0.5)
     dead = await kafka.settle(gateway.deadletter_topic, quiet=0.5)

@@ -54,7 +54,7 @@ async def post(gateway: Gateway, body: bytes) -> httpx.Response:
 
 
 async def readiness(gateway: Gateway) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=5) as client:
+    async with httpx.AsyncClient(base_url=gateway.admin_url, timeout=5) as client:
         answer: dict[str, Any] = (await client.get("/readyz")).json()
         return answer
 
@@ -363,7 +363,7 @@ async def test_a_record_the_broker_refuses_for_good_is_dead_lettered_and_its_bat
             assert not DEADLETTER.errors(letter)
         await drained(gateway)
         no_outage_was_logged(gateway, spooled_before=True)
-        async with httpx.AsyncClient(base_url=gateway.url) as client:
+        async with httpx.AsyncClient(base_url=gateway.admin_url) as client:
             metrics = (await client.get("/metrics")).text
         refused = [line for line in metrics.splitlines() if "records_refused_total{" in line]
         assert refused == [

@@ -124,7 +124,7 @@ async def test_a_tenant_over_its_rate_gets_429_and_others_do_not(
         retry_after(limited)
         assert list(limited.json()) == ["errors"]
 
-        metrics = (await http.get("/metrics")).text
+        metrics = (await http.get(f"{per_sender.admin_url}/metrics")).text
         refused = [
             s.labels
             for family in text_string_to_metric_families(metrics)
@@ -151,7 +151,7 @@ async def test_a_client_that_fails_authentication_too_often_is_held_off(
         retry_after(held)
         canvas = await http.post(CANVAS_EVENTS, content=canvas_body(), headers=bearer(X_TOKEN))
         assert canvas.status_code == 429
-        assert (await http.get("/healthz")).status_code == 200
+        assert (await http.get(f"{per_client.admin_url}/healthz")).status_code == 200
     lines = [line for line in per_client.log_lines() if line["event"] == "auth_failed"]
     assert len(lines) == 2
     assert all(line["client"] == "127.0.0.1" for line in lines)

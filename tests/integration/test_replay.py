@@ -5,6 +5,9 @@ gateway version (whose schema rejected them) would have written them.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import pty
 import subprocess
 import sys
 import uuid
@@ -133,3 +136,49 @@ def test_replay_command_with_filters_and_dry_run(broker: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "dry run" in result.stdout
+
+
+def run_replay(env: dict[str, str], stderr: int) -> subprocess.Popen[bytes]:
+    # Bytes: text mode would turn the bar's carriage returns into newlines.
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "replay", "--dry-run"],
+        env={**os.environ, **env, "GATEWAY_CONFIG": str(ROOT / "gateway.dev.toml")},
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+    )
+
+
+async def test_replay_draws_its_progress_bar_only_on_a_terminal(broker: str) -> None:
+    settings, env = settings_for(broker, uuid.uuid4().hex[:8])
+    letters = [letter_for_event(assessment_started(), "2026-03-01T10:00:00.000Z")]
+    await produce(broker, settings.kafka.deadletter_topic, letters)
+
+    # Piped (a log file, CI): no carriage returns, the summary alone.
+    piped = run_replay(env, subprocess.PIPE)
+    out, err = await asyncio.to_thread(piped.communicate, timeout=60)
+    assert piped.returncode == 0, err
+    assert b"\r" not in err
+    assert b"[" not in err, err
+    assert out.startswith(b"1 dead letters read, 1 matched; dry run: would publish 1")
+
+    # On a terminal, the bar.
+    terminal, side = pty.openpty()
+    try:
+        shown = run_replay(env, side)
+        os.close(side)
+        out, _ = await asyncio.to_thread(shown.communicate, timeout=60)
+        assert shown.returncode == 0
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(terminal, 4096)
+            except OSError:  # EIO: the terminal's other side is closed
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(terminal)
+    assert b"\r[" in drawn, drawn
+    assert b"] 1/1" in drawn, drawn
+    assert out.startswith(b"1 dead letters read")

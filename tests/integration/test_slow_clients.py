@@ -264,7 +264,7 @@ def test_an_authenticated_body_that_trickles_gets_408(
 def test_a_body_nobody_reads_is_not_waited_for_forever(slow: Gateway) -> None:
     """A route that answers without reading the body (a 405, a 404): the answer goes out at
     once, and the rest of the body gets the body timeout, not as long as it trickles."""
-    cases = [head("/healthz", SLOW_BODY), head("/nowhere", SLOW_BODY)]
+    cases = [head("/api/v1/courses/1", SLOW_BODY), head("/nowhere", SLOW_BODY)]  # GET only
     connections = [open_connections(slow.url, 1, case + b"{")[0] for case in cases]
     started = time.monotonic()
     try:
@@ -423,8 +423,8 @@ def test_pipelined_requests_that_are_never_read_leave_memory_bounded(measured: G
     before = resident(measured, "VmRSS")
     flood = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * (1 << 17)  # 4.6 MB
     connections = []
-    for _ in range(5):
-        sock = socket.create_connection(address(measured.url), timeout=10)
+    for _ in range(5):  # the admin port: served by the same protocol, with the same bounds
+        sock = socket.create_connection(address(measured.admin_url), timeout=10)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # reads no answers
         sock.setblocking(False)
         sent, until = 0, time.monotonic() + 0.5
@@ -465,25 +465,25 @@ def test_several_workers_keep_the_limits(broker: str, tmp_path: Path) -> None:
 
 
 def test_gateway_dev_keeps_the_limits(tmp_path: Path) -> None:
-    port, kafka_port = free_port(), free_port()
+    port, admin_port, kafka_port = free_port(), free_port(), free_port()
     # Not gateway-*.log: the banner of `gateway dev` shows its example curl, dev token included.
     log = (tmp_path / "dev-output.log").open("wb")
     process = subprocess.Popen(
         [*GATEWAY_DEV, "--port", str(port), "--kafka-port", str(kafka_port)],
         cwd=tmp_path,  # no gateway.dev.toml here: dev falls back to the repository's
-        env={**os.environ, **SHORT_TIMEOUTS},
+        env={**os.environ, **SHORT_TIMEOUTS, "GATEWAY_SERVER_ADMIN_PORT": str(admin_port)},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
     try:
         wait_until_listening(port, timeout=60)
         deadline = time.monotonic() + 30
-        while httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code != 200:
+        while httpx.get(f"http://127.0.0.1:{admin_port}/readyz", timeout=5).status_code != 200:
             assert time.monotonic() < deadline, "gateway dev never became ready"
             time.sleep(0.2)
         limits_hold(f"http://127.0.0.1:{port}")
     finally:
-        # Ctrl-C, as a developer stops it: it stops the broker too (SIGTERM would not).
+        # Ctrl-C, as a developer stops it: it stops the broker too.
         process.send_signal(signal.SIGINT)
         try:
             process.wait(30)

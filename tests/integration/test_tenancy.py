@@ -114,7 +114,7 @@ async def test_a_credential_opens_its_own_vendor_only(
     assert await kafka.settle(tenancy.deadletter_topic) == []
 
     # Counted per vendor, and logged with a reason, never with the secret presented.
-    text = (await http.get("/metrics")).text
+    text = (await http.get(f"{tenancy.admin_url}/metrics")).text
     failures = {
         s.labels["vendor"]: s.value
         for family in text_string_to_metric_families(text)

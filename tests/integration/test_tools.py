@@ -293,13 +293,14 @@ def test_schema_prints_the_shipped_schema(
 
 
 def test_serve_log_format_console_logs_lines_for_humans(posted: Posted, tmp_path: Path) -> None:
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     log_path = tmp_path / "serve.log"
     # The flag wins over the configuration (and over the variable it sets).
     env = {
         **posted.env,
         "GATEWAY_LOGGING_FORMAT": "json",
         "GATEWAY_SERVER_STATE_DIR": str(tmp_path),
+        "GATEWAY_SERVER_ADMIN_PORT": str(admin_port),
     }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -316,7 +317,7 @@ def test_serve_log_format_console_logs_lines_for_humans(posted: Posted, tmp_path
             assert process.poll() is None, log_path.read_text()
             assert time.monotonic() < deadline, log_path.read_text()
             try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{admin_port}/readyz", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
@@ -340,7 +341,11 @@ def test_serve_log_format_console_logs_lines_for_humans(posted: Posted, tmp_path
 def test_dev_log_format_console_logs_lines_for_humans(tmp_path: Path) -> None:
     port, kafka_port = free_port(), free_port()
     log_path = tmp_path / "dev.log"
-    env = {**os.environ, "GATEWAY_SERVER_STATE_DIR": str(tmp_path)}
+    env = {
+        **os.environ,
+        "GATEWAY_SERVER_STATE_DIR": str(tmp_path),
+        "GATEWAY_SERVER_ADMIN_PORT": str(free_port()),  # not 8081: another gateway may have it
+    }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [

@@ -2,8 +2,10 @@
 
 Nothing here can run Docker or Kubernetes; instead every file is parsed and checked against the
 code: the variables it sets are real settings, the configuration loads, ports and probe paths
-are the app's, every metric a dashboard or alert queries is one the app exports, and the image
-runs unprivileged. Each check is a function of the files, so a wrong file fails it.
+are the app's (probes and scrapes on the admin port, the ingress on the public port only), each
+pod keeps its spool on a volume claim of its own, every metric a dashboard or alert queries is
+one the app exports, and the image runs unprivileged. Each check is a function of the files, so
+a wrong file fails it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import httpx
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from starlette.routing import Route
 
 from gateway.app import create_app
 from gateway.settings import CONFIG_ENV, ENV_PREFIX, Settings, load_settings
@@ -29,10 +30,13 @@ from gateway.settings import CONFIG_ENV, ENV_PREFIX, Settings, load_settings
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
+DEPLOYMENT_VARIANT = K8S / "variants" / "deployment-emptydir.yaml"
 CONFIG = DEPLOY / "gateway.toml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 DASHBOARD = DEPLOY / "grafana" / "gateway-dashboard.json"
 ALERTS = DEPLOY / "prometheus" / "alerts.yaml"
+# What the admin port serves (and the public port does not).
+OPERATIONAL = ("/healthz", "/readyz", "/metrics", "/openapi.json")
 
 # Metrics about the gateway that it cannot export itself (it is down, or Kubernetes keeps it out
 # of the Service): the only names besides its own that the alert rules may use.
@@ -71,22 +75,55 @@ def compose() -> dict[str, Any]:
     return doc
 
 
-def manifests() -> dict[str, dict[str, Any]]:
-    """The Kubernetes objects of deploy/k8s by kind (one object of each kind)."""
-    by_kind: dict[str, dict[str, Any]] = {}
+def k8s_objects() -> list[dict[str, Any]]:
+    """The Kubernetes objects kustomization.yaml applies (deploy/k8s, not its variants)."""
+    objects = []
     for path in deploy_files(".yaml"):
-        if path.parent != K8S or path.name == "kustomization.yaml":
-            continue
-        for doc in documents(path):
-            assert doc["kind"] not in by_kind, f"a second {doc['kind']} in {path.name}"
+        if path.parent == K8S and path.name != "kustomization.yaml":
+            objects += documents(path)
+    return objects
+
+
+def manifests() -> dict[str, dict[str, Any]]:
+    """The Kubernetes objects of deploy/k8s by kind (one object of each kind), Services aside."""
+    by_kind: dict[str, dict[str, Any]] = {}
+    for doc in k8s_objects():
+        if doc["kind"] != "Service":
+            assert doc["kind"] not in by_kind, f"a second {doc['kind']}"
             by_kind[doc["kind"]] = doc
     return by_kind
 
 
-def gateway_container() -> dict[str, Any]:
-    (container,) = manifests()["Deployment"]["spec"]["template"]["spec"]["containers"]
+def services() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Service traffic goes through, and the StatefulSet's headless one."""
+    found = [doc for doc in k8s_objects() if doc["kind"] == "Service"]
+    (public,) = [s for s in found if s["spec"].get("clusterIP") != "None"]
+    (headless,) = [s for s in found if s["spec"].get("clusterIP") == "None"]
+    return public, headless
+
+
+def pod_template(workload: dict[str, Any] | None = None) -> dict[str, Any]:
+    template = (workload or manifests()["StatefulSet"])["spec"]["template"]
+    assert isinstance(template, dict)
+    return template
+
+
+def gateway_container(workload: dict[str, Any] | None = None) -> dict[str, Any]:
+    (container,) = pod_template(workload)["spec"]["containers"]
     assert isinstance(container, dict)
     return container
+
+
+def k8s_settings(container: dict[str, Any] | None = None) -> Settings:
+    """The settings the gateway container loads: gateway.toml and its environment."""
+    env = {e["name"]: e["value"] for e in (container or gateway_container())["env"]}
+    return load_settings(CONFIG, environ={**env, **dummy_secrets()})
+
+
+def container_port(container: dict[str, Any], port: int | str) -> int:
+    """A probe's or Service's port: a number, or the name of one of the container's ports."""
+    named = {p["name"]: p["containerPort"] for p in container["ports"]}
+    return int(named.get(str(port), port))
 
 
 def compose_environment(service: dict[str, Any]) -> dict[str, str]:
@@ -161,9 +198,13 @@ def app_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return load_settings(CONFIG, environ=env)
 
 
-@pytest.fixture(scope="module")
-def route_paths(app_settings: Settings) -> set[str]:
-    return {route.path for route in create_app(app_settings).routes if isinstance(route, Route)}
+async def status(settings: Settings, port: int, path: str) -> int:
+    """What the app built from `settings` answers a GET of `path` that came in on `port` (the
+    app tells its ports apart by the local port of the request)."""
+    # ASGITransport runs no lifespan (Kafka, the spool): routing is complete without it.
+    transport = httpx.ASGITransport(app=create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url=f"http://gateway:{port}") as client:
+        return (await client.get(path)).status_code
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +212,8 @@ async def exported_metrics(app_settings: Settings) -> set[str]:
     """Every sample name /metrics of the app built from the deployed configuration can carry."""
     # ASGITransport runs no lifespan (Kafka, the spool): the registry is complete without it.
     transport = httpx.ASGITransport(app=create_app(app_settings))
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+    admin = f"http://gateway:{app_settings.server.admin_port}"
+    async with httpx.AsyncClient(transport=transport, base_url=admin) as client:
         response = await client.get("/metrics")
     assert response.status_code == 200
     names: set[str] = set()
@@ -238,6 +280,7 @@ def test_kustomization_lists_every_manifest() -> None:
     (kustomization,) = documents(K8S / "kustomization.yaml")
     on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
     assert sorted(kustomization["resources"]) == sorted(on_disk)
+    assert "variants" not in " ".join(kustomization["resources"])  # not the default
 
 
 # --- settings -----------------------------------------------------------------------------------
@@ -329,54 +372,138 @@ def test_kubernetes_provides_every_secret_and_its_environment_loads() -> None:
 # --- ports, probes, routes ----------------------------------------------------------------------
 
 
-def test_the_app_serves_the_probe_paths(route_paths: set[str]) -> None:
-    assert {"/healthz", "/readyz", "/metrics"} <= route_paths
-
-
-def test_kubernetes_ports_and_probes_match_settings_and_routes(
-    app_settings: Settings, route_paths: set[str]
+async def test_the_app_serves_the_probe_paths_on_the_admin_port_only(
+    app_settings: Settings,
 ) -> None:
-    objects = manifests()
+    server = app_settings.server
+    assert server.admin_port not in (0, server.port)
+    for path in OPERATIONAL:
+        # /readyz is 503 here: no lifespan, so no Kafka. Served all the same.
+        assert await status(app_settings, server.admin_port, path) in (200, 503), path
+        assert await status(app_settings, server.port, path) == 404, path
+
+
+def test_kubernetes_ports_and_probes_match_settings_and_routes(app_settings: Settings) -> None:
+    server = app_settings.server
     container = gateway_container()
-    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports["http"] == app_settings.server.port
+    assert container_port(container, "http") == server.port
+    assert container_port(container, "admin") == server.admin_port
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         get = container[probe]["httpGet"]
-        assert get["path"] in route_paths
-        assert ports.get(get["port"], get["port"]) == app_settings.server.port
-    target = objects["Service"]["spec"]["ports"][0]["targetPort"]
-    assert ports.get(target, target) == app_settings.server.port
-    annotations = objects["Deployment"]["spec"]["template"]["metadata"]["annotations"]
-    assert int(annotations["prometheus.io/port"]) == app_settings.server.port
-    assert annotations["prometheus.io/path"] in route_paths
+        assert get["path"] in OPERATIONAL
+        assert container_port(container, get["port"]) == server.admin_port, probe
+    annotations = pod_template()["metadata"]["annotations"]
+    assert int(annotations["prometheus.io/port"]) == server.admin_port
+    assert annotations["prometheus.io/path"] == "/metrics"
 
 
-def test_compose_publishes_the_gateway_port(app_settings: Settings) -> None:
-    (published,) = compose()["services"]["gateway"]["ports"]
-    assert int(str(published).rsplit(":", 1)[1]) == app_settings.server.port
+def test_the_ingress_reaches_the_public_port_only(app_settings: Settings) -> None:
+    container = gateway_container()
+    public, headless = services()
+    targets = [container_port(container, p["targetPort"]) for p in public["spec"]["ports"]]
+    assert targets == [app_settings.server.port]
+    assert not headless["spec"].get("ports"), "the headless Service takes no traffic"
+
+
+def test_prometheus_scrapes_the_admin_port(app_settings: Settings) -> None:
+    container = gateway_container()
+    (kubernetes,) = documents(DEPLOY / "prometheus" / "scrape-kubernetes.yaml")
+    (job,) = kubernetes["scrape_configs"]
+    assert job["job_name"] == "assessment-gateway"  # as alerts.yaml expects
+    assert job["metrics_path"] == "/metrics"
+    kept = {
+        rule["regex"]
+        for rule in job["relabel_configs"]
+        if rule["source_labels"] == ["__meta_kubernetes_pod_container_port_name"]
+        and rule["action"] == "keep"
+    }
+    assert [container_port(container, name) for name in kept] == [app_settings.server.admin_port]
+    (composed,) = documents(DEPLOY / "prometheus" / "scrape-compose.yaml")
+    (job,) = composed["scrape_configs"]
+    assert job["job_name"] == "assessment-gateway"
+    (targets,) = [c["targets"] for c in job["static_configs"]]
+    assert targets == [f"gateway:{app_settings.server.admin_port}"]
+    assert "gateway" in compose()["services"]
+
+
+def test_compose_publishes_the_public_and_admin_ports_on_loopback(app_settings: Settings) -> None:
+    published = {}
+    for mapping in compose()["services"]["gateway"]["ports"]:
+        host, host_port, container_port = str(mapping).split(":")
+        assert host == "127.0.0.1"  # a proxy, or this host, in front
+        published[int(container_port)] = int(host_port)
+    server = app_settings.server
+    assert published == {server.port: server.port, server.admin_port: server.admin_port}
 
 
 def test_kubernetes_selectors_and_targets_name_the_gateway() -> None:
     objects = manifests()
-    deployment = objects["Deployment"]
-    labels = deployment["spec"]["template"]["metadata"]["labels"]
-    for kind in ("Deployment", "PodDisruptionBudget"):
+    statefulset = objects["StatefulSet"]
+    labels = pod_template()["metadata"]["labels"]
+    for kind in ("StatefulSet", "PodDisruptionBudget"):
         assert objects[kind]["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert objects["Service"]["spec"]["selector"].items() <= labels.items()
+    public, headless = services()
+    for service in (public, headless):
+        assert service["spec"]["selector"].items() <= labels.items()
+    assert statefulset["spec"]["serviceName"] == headless["metadata"]["name"]
     target = objects["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
-    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
-    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    assert (target["kind"], target["name"]) == ("StatefulSet", statefulset["metadata"]["name"])
+    volumes = pod_template()["spec"]["volumes"]
     config = next(v["configMap"]["name"] for v in volumes if "configMap" in v)
     assert config == objects["ConfigMap"]["metadata"]["name"]
+
+
+# --- the spool's volume -------------------------------------------------------------------------
+
+
+def test_each_pod_keeps_its_spool_on_a_volume_claim_of_its_own() -> None:
+    settings = k8s_settings()
+    statefulset = manifests()["StatefulSet"]
+    spec = statefulset["spec"]
+    # Kept when scaled down (a scaled-away pod's spool may hold events) and when deleted.
+    assert spec["persistentVolumeClaimRetentionPolicy"] == {
+        "whenScaled": "Retain",
+        "whenDeleted": "Retain",
+    }
+    claims = {claim["metadata"]["name"]: claim for claim in spec["volumeClaimTemplates"]}
+    mounts = {m["mountPath"]: m["name"] for m in gateway_container()["volumeMounts"]}
+    state = mounts[settings.server.state_dir]
+    assert state in claims, "the state directory is not on a claim"
+    assert state not in {v["name"] for v in pod_template()["spec"]["volumes"]}
+    claim = claims[state]["spec"]
+    assert claim["accessModes"] == ["ReadWriteOnce"]
+    size = claim["resources"]["requests"]["storage"]
+    assert re.fullmatch(r"\d+Gi", size)
+    assert int(size[:-2]) << 30 > settings.spool.max_bytes  # the spool, and the quiz log
+
+
+def test_the_deployment_variant_is_the_statefulset_but_for_the_state_volume() -> None:
+    (deployment,) = documents(DEPLOYMENT_VARIANT)
+    assert deployment["kind"] == "Deployment"
+    statefulset = manifests()["StatefulSet"]
+    assert deployment["spec"]["selector"] == statefulset["spec"]["selector"]
+    template = pod_template(deployment)
+    volumes = template["spec"]["volumes"]
+    (state,) = [v for v in volumes if v["name"] == "state"]
+    assert "emptyDir" in state  # the trade-off deploy/README.md describes
+    mounts = {m["mountPath"]: m["name"] for m in gateway_container(deployment)["volumeMounts"]}
+    assert mounts[k8s_settings(gateway_container(deployment)).server.state_dir] == "state"
+    without_state = {
+        **template,
+        "spec": {**template["spec"], "volumes": [v for v in volumes if v is not state]},
+    }
+    assert without_state == pod_template()
+    assert "emptyDir" in (DEPLOY / "README.md").read_text(encoding="utf-8")
 
 
 # --- security and shutdown ------------------------------------------------------------------------
 
 
 def test_kubernetes_runs_unprivileged_on_a_read_only_root() -> None:
-    pod = manifests()["Deployment"]["spec"]["template"]["spec"]
+    statefulset = manifests()["StatefulSet"]
+    pod = pod_template()["spec"]
     container = gateway_container()
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] != 0
@@ -385,6 +512,7 @@ def test_kubernetes_runs_unprivileged_on_a_read_only_root() -> None:
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
     volumes = {v["name"] for v in pod["volumes"]}
+    volumes |= {c["metadata"]["name"] for c in statefulset["spec"]["volumeClaimTemplates"]}
     assert {m["name"] for m in container["volumeMounts"]} <= volumes
     assert {"cpu", "memory"} <= set(container["resources"]["requests"])
     assert "memory" in container["resources"]["limits"]
@@ -394,14 +522,16 @@ def test_termination_grace_covers_the_drain_and_the_shutdown(app_settings: Setti
     # preStop: python -c SCRIPT <settle seconds> <drain wait seconds>; then SIGTERM, after which
     # requests in flight wait up to the ack deadline and the producer flushes for up to the
     # publish timeout.
-    *_, settle, drain = gateway_container()["lifecycle"]["preStop"]["exec"]["command"]
+    *_, script, settle, drain = gateway_container()["lifecycle"]["preStop"]["exec"]["command"]
+    # The drain is read from /readyz, which the admin port serves.
+    assert f"http://127.0.0.1:{app_settings.server.admin_port}/readyz" in script
     needed = (
         float(settle)
         + float(drain)
         + app_settings.spool.ack_deadline_seconds
         + app_settings.kafka.publish_timeout_seconds
     )
-    grace = manifests()["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    grace = pod_template()["spec"]["terminationGracePeriodSeconds"]
     assert grace >= needed
 
 
@@ -412,9 +542,12 @@ def test_dockerfile_runs_unprivileged_with_a_healthcheck(app_settings: Settings)
     assert users[-1].split(":")[0] not in {"0", "root"}
     assert users[-1].split(":")[0].isdigit(), "runAsNonRoot can only verify a numeric user"
     (healthcheck,) = [i for i in stage if i.startswith("HEALTHCHECK ")]
-    assert f"'{app_settings.server.port}'" in healthcheck
+    server = app_settings.server
+    # The admin port, by default (and the public one where the admin port is turned off).
+    assert f"'GATEWAY_SERVER_ADMIN_PORT', '{server.admin_port}'" in healthcheck
+    assert f"'GATEWAY_SERVER_PORT', '{server.port}'" in healthcheck
     assert "/healthz" in healthcheck
-    assert f"EXPOSE {app_settings.server.port}" in stage
+    assert f"EXPOSE {server.port} {server.admin_port}" in stage
     assert 'CMD ["gateway", "serve", "--host", "0.0.0.0"]' in stage
     env = dockerfile_env()
     volumes = " ".join(i for i in stage if i.startswith("VOLUME "))

@@ -121,3 +121,38 @@ def test_list_settings_from_file_and_environment(tmp_path: Path) -> None:
     assert load_settings(path, environ=env).inspera.download_hosts == ("x.example", "*.y.example")
     with pytest.raises(ConfigError, match="must be an array of strings"):
         load_settings(write(tmp_path, "[inspera]\ndownload_hosts = 'a'\n"), environ={})
+
+
+def test_a_variable_that_names_no_setting_is_refused_with_the_one_meant() -> None:
+    environ = {"GATEWAY_KAFKA_BOOTSTRAP_SERVER": "kafka-1:9092", "GATEWAY_SPOL_ENABLED": "false"}
+    with pytest.raises(ConfigError) as refused:
+        load_settings(None, environ=environ)
+    message = refused.value.message
+    assert "GATEWAY_KAFKA_BOOTSTRAP_SERVER (did you mean GATEWAY_KAFKA_BOOTSTRAP_SERVERS" in message
+    assert "kafka.bootstrap_servers" in message
+    assert "GATEWAY_SPOL_ENABLED (did you mean GATEWAY_SPOOL_ENABLED" in message
+    assert "kafka-1" not in message  # names only: a value may be a secret
+
+
+def test_a_variable_far_from_every_setting_is_refused_without_a_guess() -> None:
+    with pytest.raises(ConfigError, match=r"unknown variable\(s\): GATEWAY_XYZZY: "):
+        load_settings(None, environ={"GATEWAY_XYZZY": "1"})
+
+
+def test_variables_that_are_not_settings_but_are_named_are_taken(tmp_path: Path) -> None:
+    # The configuration's own name, CGI's variable, and secrets' variables the file names.
+    config = write(
+        tmp_path,
+        '[kafka]\nsecurity_protocol = "SASL_PLAINTEXT"\nsasl_username = "u"\n'
+        'sasl_password_env = "GATEWAY_KAFKA_PASSWORD"\n'
+        '[[tenants]]\nname = "t"\n[[tenants.credentials]]\nvendor = "caliper"\n'
+        'secret_env = "GATEWAY_CALIPER_TOKEN"\n',
+    )
+    environ = {
+        "GATEWAY_CONFIG": str(config),
+        "GATEWAY_INTERFACE": "CGI/1.1",
+        "GATEWAY_KAFKA_PASSWORD": "p",
+        "GATEWAY_CALIPER_TOKEN": "a-token",
+    }
+    settings = load_settings(None, environ=environ)
+    assert settings.tenants[0].credentials[0].secret == "a-token"

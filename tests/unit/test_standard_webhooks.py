@@ -18,6 +18,7 @@ import pytest
 from gateway.auth import Authenticator, Credentials, Scheme
 from gateway.errors import ConfigError, Unauthorized
 from gateway.settings import Credential, Tenant, load_settings
+from gateway.vendors import caliper
 
 NOW = datetime(2026, 11, 26, 10, 0, 0, tzinfo=UTC)
 KEY = b"the-signing-key-of-tenant-north!"
@@ -165,3 +166,27 @@ def test_the_tolerance_is_a_setting_of_the_credential(tmp_path: Path) -> None:
     ts = int(NOW.timestamp()) - 3000
     presented = Credentials(headers(sign(KEY, "m", ts, BODY), "m", ts), {}, "", BODY)
     assert auth.authenticate("caliper", Scheme.BEARER_OR_RAW, presented) == "a"
+
+
+def test_a_caliper_401_names_bearer_but_a_refused_signature_names_no_scheme() -> None:
+    tenants = (
+        Tenant(
+            "north",
+            (
+                Credential("caliper", "north-sensor-token"),
+                Credential("caliper", whsec(KEY), scheme="standard-webhooks"),
+            ),
+        ),
+    )
+    auth = Authenticator(tenants, clock=lambda: NOW)
+    ts = int(NOW.timestamp())
+    refused: dict[str, Unauthorized] = {}
+    for name, presented in {
+        "bearer": {"authorization": "Bearer wrong", "content-type": "application/json"},
+        "signature": headers(sign(OTHER_KEY, "msg_1", ts, BODY), "msg_1"),
+    }.items():
+        with pytest.raises(Unauthorized) as error:
+            auth.authenticate("caliper", Scheme.BEARER_OR_RAW, Credentials(presented, {}, "", BODY))
+        refused[name] = error.value
+    assert caliper.VENDOR.render_error(refused["bearer"]).headers == {"www-authenticate": "Bearer"}
+    assert caliper.VENDOR.render_error(refused["signature"]).headers == {}

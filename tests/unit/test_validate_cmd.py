@@ -104,7 +104,7 @@ def test_an_invalid_caliper_event_is_named_with_its_pointer_and_exits_1(tmp_path
     assert len(records(result)) == 1  # the good event would still be published
     assert "dead letter (schema_violation) at /data/1" in result.stderr
     assert "actor" in result.stderr
-    assert "would answer 200: 1 canonical records, 1 dead letters" in result.stderr
+    assert "would answer 200: 1 canonical record, 1 dead letter " in result.stderr
 
 
 def test_a_body_that_is_not_json_would_be_refused_with_400(tmp_path: Path) -> None:
@@ -214,3 +214,82 @@ def test_reads_the_payload_from_stdin() -> None:
     result = validate("-", "--vendor", "inspera", stdin=body)
     assert result.returncode == 0, result.stderr
     assert len(records(result)) == 1
+
+
+def caliper_envelope(**changes: Any) -> dict[str, Any]:
+    """A valid Caliper envelope of one event, with `changes` to the envelope or (`event_*`)
+    to its event."""
+    event = orjson.loads(
+        (FIXTURES / "caliper/ims/v1p2/caliperEventAssessmentStarted.json").read_bytes()
+    )
+    envelope = {
+        "sensor": "https://example.edu/sensors/1",
+        "sendTime": "2018-11-15T10:15:01.000Z",
+        "dataVersion": "http://purl.imsglobal.org/ctx/caliper/v1p2",
+        "data": [event],
+    }
+    for key, value in changes.items():
+        if key.startswith("event_"):
+            event[key.removeprefix("event_")] = value
+        else:
+            envelope[key] = value
+    return envelope
+
+
+def field_lines(stderr: str) -> list[str]:
+    """The lines that name a field (indented JSON pointers)."""
+    return [line.strip() for line in stderr.splitlines() if line.startswith("  /")]
+
+
+@pytest.mark.parametrize(
+    ("changes", "line"),
+    [
+        ({"sendTime": "yesterday"}, '/sendTime: "yesterday" is not an RFC 3339 date-time'),
+        ({"event_eventTime": "2026-02-30T10:00:00Z"}, "/eventTime: "),
+    ],
+    ids=["envelope", "event"],
+)
+def test_an_invalid_date_says_what_is_expected_once(
+    changes: dict[str, Any], line: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "envelope.json"
+    path.write_bytes(orjson.dumps(caliper_envelope(**changes)))
+    result = validate(str(path), "--vendor", "caliper")
+    assert result.returncode == 1
+    (field,) = field_lines(result.stderr)  # one line per field
+    assert field.startswith(line), result.stderr
+    assert field.endswith("is not an RFC 3339 date-time"), result.stderr
+    assert "[0-9]" not in result.stderr  # never the regular expression
+    assert "anyOf" not in result.stderr
+
+
+def test_a_pearson_date_says_what_is_expected(tmp_path: Path) -> None:
+    fields = golden("pearson/deliveries", "seed-example.json")["fields"]
+    payload = dict(fields["PAYLOAD"])
+    payload["eventDate"] = "last tuesday"
+    form = tmp_path / "delivery.form"
+    form.write_text(urlencode({**fields, "PAYLOAD": json.dumps(payload)}))
+    result = validate(str(form), "--vendor", "pearson")
+    assert result.returncode == 1
+    (field,) = field_lines(result.stderr)
+    assert field.startswith('/PAYLOAD/eventDate: "last tuesday" is not '), result.stderr
+    assert "date-time" in field
+    assert "[0-9]" not in result.stderr
+
+
+def test_counts_are_said_in_the_singular_too(tmp_path: Path) -> None:
+    path = tmp_path / "envelope.json"
+    path.write_bytes(orjson.dumps(caliper_envelope()))
+    result = validate(str(path), "--vendor", "caliper")
+    assert result.returncode == 0, result.stderr
+    assert "would answer 200: 1 canonical record, 0 dead letters " in result.stderr
+
+
+@pytest.mark.parametrize("vendor", ["caliper", "canvas", "pearson", "inspera"])
+@pytest.mark.parametrize("body", [b"", b"\n"], ids=["empty", "newline"])
+def test_an_empty_body_says_so(vendor: str, body: bytes, tmp_path: Path) -> None:
+    path = tmp_path / "body"
+    path.write_bytes(body)
+    result = validate(str(path), "--vendor", vendor)
+    assert result.stderr.splitlines()[0] == f"{path}: empty body", result.stderr
+    assert "EOF while parsing" not in result.stderr
