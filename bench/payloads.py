@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from gateway.auth import aes_cmac_hex
+from gateway.vendors.pearson.signature import aes_cmac_hex
 from tests.caliper_fixtures import IMS
 
 LUA = Path(__file__).resolve().parent / "lua"

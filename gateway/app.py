@@ -32,7 +32,6 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import __version__
-from gateway.components import ComponentContext, build_components
 from gateway.errors import (
     GatewayError,
     MalformedPayload,
@@ -49,7 +48,15 @@ from gateway.ratelimit import RateLimited, RateLimiter
 from gateway.settings import Settings, load_settings
 from gateway.tracing import NO_TRACER, Span, Tracer, build_tracer
 from gateway.vendors import registry
-from gateway.vendors.base import Component, ExtraRoute, Inbound, Reply, Vendor, problem_reply
+from gateway.vendors.base import (
+    Component,
+    ComponentContext,
+    ExtraRoute,
+    Inbound,
+    Reply,
+    Vendor,
+    problem_reply,
+)
 
 if TYPE_CHECKING:  # tracing is an optional extra: never imported unless it is enabled
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -84,7 +91,12 @@ def create_app(
     metrics = Metrics(publisher, in_flight, os.environ.get(METRICS_DIR_ENV))
     publisher.on_published = metrics.observe_publish
     guard = _Guard(metrics, RateLimiter(settings.rate_limit), pipeline, settings)
-    components = build_components(ComponentContext(settings, pipeline))
+    # Each vendor's stateful part, built (not started) here: see Component.
+    components = [
+        vendor.component(ComponentContext(settings, pipeline))
+        for vendor in vendors.values()
+        if vendor.component is not None
+    ]
     for component in components:
         pipeline.on_accepted(component.vendor, component.accepted)
 
@@ -270,8 +282,8 @@ def _annotate(
 
 
 def _describe(vendor: Vendor, settings: Settings) -> ExtraRoute:
-    """A vendor's GET on its own route (Caliper's endpoint configuration), served like any other
-    extra route: authenticated in the vendor's scheme, answered in its format."""
+    """A vendor's GET on its own route (an endpoint configuration), served like any other extra
+    route: authenticated in the vendor's scheme, answered in its format."""
     assert vendor.describe is not None  # noqa: S101  # only routed for vendors that describe
     describe = vendor.describe
 
@@ -366,7 +378,7 @@ class _Guard:
     async def read(
         self, vendor: Vendor, request: Request, media: str, base_url: str = ""
     ) -> Inbound:
-        """Read a request its head proved. A form may hold a credential of its own (Canvas's
+        """Read a request its head proved. A form may hold a credential of its own (an
         `access_token`): the whole request is authenticated again, so that two credentials
         that disagree are refused as they are without the head's check."""
         inbound = _inbound(request, await self._body(request), media, base_url)

@@ -1,6 +1,7 @@
 """The `gateway` command: `broker`, `serve` and `dev` (the fixed interface of docs/DESIGN.md);
-`replay`, `spool` and `inspera export` for operators; `tail`, `schema` and `validate` for
-consumers and the vendors integrating with the gateway (gateway/tools/)."""
+`replay`, `spool` and the vendors' own commands (`gateway <vendor> ...`) for operators; `tail`,
+`schema` and `validate` for consumers and the vendors integrating with the gateway
+(gateway/tools/)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import orjson
 import structlog
@@ -26,27 +29,26 @@ from gateway.canonical import parse_time
 from gateway.errors import ConfigError, NormalizeError
 from gateway.http_server import GatewayServer, serve, uvicorn_options
 from gateway.settings import CONFIG_ENV, Settings, load_settings
+from gateway.vendors import registry
+from gateway.vendors.base import Command, CommandContext
+
+if TYPE_CHECKING:  # the pipeline (and its Kafka client) only when a command publishes
+    from gateway.pipeline import Pipeline
 
 DEV_CONFIG = "gateway.dev.toml"
 
-EXAMPLE_ENVELOPE = (
-    '{"sensor":"https://example.edu/sensors/1","sendTime":"2026-11-26T10:00:01.000Z",'
-    '"dataVersion":"http://purl.imsglobal.org/ctx/caliper/v1p2","data":[{'
-    '"@context":"http://purl.imsglobal.org/ctx/caliper/v1p2","id":"urn:uuid:3a9b0c5e-2d7f-4c1a-9e8b-1f2d3c4b5a69",'
-    '"type":"AssessmentEvent","profile":"AssessmentProfile","actor":"https://example.edu/users/554433",'
-    '"action":"Started","object":{"id":"https://example.edu/courses/7/assess/1","type":"Assessment"},'
-    '"generated":{"id":"https://example.edu/courses/7/assess/1/users/554433/attempts/1","type":"Attempt",'
-    '"assignee":"https://example.edu/users/554433","assignable":"https://example.edu/courses/7/assess/1","count":1},'
-    '"eventTime":"2026-11-26T10:00:00.000Z"}]}'
-)
-
 
 def example_curl(port: int) -> str:
-    """A curl that posts a Caliper envelope to a gateway started with the dev configuration."""
+    """A curl that posts the example of the first vendor that has one (`Vendor.example`) to a
+    gateway started with the dev configuration."""
+    vendor, example = next(
+        (vendor, vendor.example) for vendor in registry().values() if vendor.example is not None
+    )
+    headers = " ".join(f"-H '{name}: {value}'" for name, value in example.headers)
     return (
-        f"curl -i http://127.0.0.1:{port}/v1/caliper \\\n"
-        "  -H 'Authorization: Bearer dev-token' -H 'Content-Type: application/json' \\\n"
-        f"  --data '{EXAMPLE_ENVELOPE}'"
+        f"curl -i http://127.0.0.1:{port}{vendor.path} \\\n"
+        f"  {headers} \\\n"
+        f"  --data '{example.body}'"
     )
 
 
@@ -74,14 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     _log_format_option(dev, f"json, the logging.format of {DEV_CONFIG}")
 
-    inspera = commands.add_parser("inspera", help="Inspera's export API")
-    inspera_commands = inspera.add_subparsers(dest="inspera_command", required=True)
-    export = inspera_commands.add_parser(
-        "export", help="order a test's events export, wait for it and ingest it"
-    )
-    export.add_argument("--test-id", required=True, help="Inspera's test id (assessmentRunId)")
-    export.add_argument("--tenant", default=None, help="default: the tenant with Inspera keys")
-    export.add_argument("--no-progress", action="store_true", help="no progress bar")
+    vendor_commands = _add_vendor_commands(commands)
 
     replay = commands.add_parser("replay", help="publish dead letters again after a fix")
     replay.add_argument(
@@ -109,10 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dev": lambda a: _dev(a.port, a.kafka_port),
         "replay": lambda a: _replay(a.vendor, a.reason, a.since, a.until, a.dry_run),
         "spool": lambda a: _spool(a.drain),
-        "inspera": _inspera,
         "tail": tools.tail,
         "schema": tools.schema,
         "validate": tools.validate,
+        **dict.fromkeys(vendor_commands, _vendor_command),
     }
     try:
         return commands_run[args.command](args)
@@ -133,9 +128,51 @@ def _os_error(error: OSError) -> str:
 
 
 def _vendor_names() -> list[str]:
-    from gateway.vendors import registry  # noqa: PLC0415  # vendor modules only when parsing
-
     return sorted(registry())
+
+
+def _add_vendor_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> list[str]:
+    """`gateway <vendor> <command>` for each vendor with commands of its own; their names."""
+    added = []
+    for vendor in registry().values():
+        if vendor.commands is None:
+            continue
+        group = commands.add_parser(vendor.name, help=vendor.commands.help)
+        own = group.add_subparsers(dest=f"{vendor.name}_command", required=True)
+        for command in vendor.commands.commands:
+            parser = own.add_parser(command.name, help=command.help)
+            command.arguments(parser)
+            parser.set_defaults(vendor_command=command)
+        added.append(vendor.name)
+    return added
+
+
+def _vendor_command(args: argparse.Namespace) -> int:
+    """Run a vendor's command with the settings loaded and the logs set up."""
+    from gateway.observability import configure_logging  # noqa: PLC0415  # the server's logs
+
+    settings = load_settings()
+    configure_logging(settings.logging)
+    command: Command = args.vendor_command
+    return command.run(args, CommandContext(settings, lambda: _publishing(settings)))
+
+
+@asynccontextmanager
+async def _publishing(settings: Settings) -> AsyncIterator[Pipeline]:
+    """A pipeline publishing to Kafka, its producer started for the block and stopped after. No
+    spool, which belongs to the server: a command waits for Kafka's own acknowledgement."""
+    from gateway.pipeline import Pipeline  # noqa: PLC0415  # Kafka client only when asked
+    from gateway.publisher import Publisher  # noqa: PLC0415  # Kafka client only when asked
+
+    publisher = Publisher(settings.kafka, settings.server)
+    pipeline = Pipeline.for_settings(settings, publisher)
+    await publisher.start()
+    try:
+        yield pipeline
+    finally:
+        await publisher.stop()
 
 
 def _reasons() -> list[str]:
@@ -156,12 +193,6 @@ def _log_format_option(
         default=None,
         help=f"json (one object per line) or console (lines for humans) (default: {default})",
     )
-
-
-def _inspera(args: argparse.Namespace) -> int:
-    from gateway.inspera_client import export_command  # noqa: PLC0415  # its own deps
-
-    return export_command(args.test_id, args.tenant, not args.no_progress)
 
 
 def _broker(port: int) -> int:

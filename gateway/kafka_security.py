@@ -1,11 +1,11 @@
 """How the gateway's Kafka clients connect: the brokers, TLS and SASL, for both client libraries.
 
-librdkafka (the producer, the Canvas quiz-log consumer) and aiokafka (topic admin, `gateway tail`,
-`gateway replay`) spell the same settings differently; every client is given its connection by
-one of the two functions here, so none can reach the brokers any other way. With PLAINTEXT (the
-default, and the embedded broker's) only the brokers are named. The SASL password is read from
-the environment variable the settings name, when a client is built: it is in no settings object,
-log line or error message.
+librdkafka (the producer, the topic followers of read models) and aiokafka (topic admin,
+`gateway tail`, `gateway replay`) spell the same settings differently; every client is given its
+connection by one of the two functions here, so none can reach the brokers any other way. With
+PLAINTEXT (the default, and the embedded broker's) only the brokers are named. The SASL password
+is read from the environment variable the settings name, when a client is built: it is in no
+settings object, log line or error message.
 """
 
 from __future__ import annotations

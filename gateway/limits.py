@@ -2,7 +2,7 @@
 
 A body is already bounded in size while it is read (`server.max_body_bytes`); these limits bound
 what a body of that size can make the gateway do. They are fixed, not settings: each is far above
-what a real sender posts (a Caliper batch of thousands of events is a few levels deep) and far
+what a real sender posts (a batch of thousands of events is a few levels deep) and far
 below what would cost memory or time.
 
 - JSON nests at most `MAX_JSON_DEPTH` (64) levels of objects and arrays, and one object or array
@@ -13,8 +13,8 @@ below what would cost memory or time.
   orjson writes), and numbers must fit in a double (`1e400` is no number a consumer can use).
 - NaN and Infinity are not JSON, and every decoder here refuses them.
 - A JSON body holds at most `MAX_JSON_NODES` (250,000) values, counted before parsing (a real
-  Caliper event has about 50, so a 4 MiB batch of them about 110,000): a few MiB of `[{},{},...]`
-  would otherwise cost a hundred MiB of Python objects.
+  event of the richest kind has about 50, so a 4 MiB batch of them about 110,000): a few MiB of
+  `[{},{},...]` would otherwise cost a hundred MiB of Python objects.
 - A url-encoded form holds at most `MAX_FORM_FIELDS` (10,000) fields, counted before parsing.
 - Compressed bodies (`Content-Encoding` other than identity) are refused with 415: there is no
   decompression to bomb. So is a transfer coding other than `chunked` (`gzip, chunked`): the
@@ -30,7 +30,7 @@ malformed body (`InvalidJson`) it is not dead-lettered: nothing of it is publish
 
 Bodies are read with jiter (Rust, strict UTF-8 and JSON) rather than orjson: it reports repeated
 keys while it parses, so one reading does what took orjson plus a second, checking reading with
-the standard library (145 -> 70 us for the benchmark's Caliper envelope, bench/RESULTS.md).
+the standard library (145 -> 70 us for the benchmark's envelope, bench/RESULTS.md).
 Records are still written with orjson.
 """
 

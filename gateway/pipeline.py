@@ -159,7 +159,7 @@ class Pipeline:
         return cls(
             settings,
             SchemaSet(),
-            Authenticator(settings.tenants, settings.pearson),
+            Authenticator(settings.tenants, settings),
             Deduper(settings.dedupe.window_seconds, settings.dedupe.max_entries),
             publisher,
         )
@@ -174,7 +174,9 @@ class Pipeline:
         self._accepted[vendor] = hook
 
     def prepare(self, vendors: Sequence[Vendor]) -> None:
-        """Compile every schema the vendors use, so that start-up fails, not the first request."""
+        """Compile every schema the vendors use and build their verifiers, so that start-up
+        fails, not the first request."""
+        self._auth.prepare(vendors)
         for vendor in vendors:
             names = (vendor.envelope_schema, *vendor.item_schemas)
             for name in filter(None, names):
@@ -183,14 +185,14 @@ class Pipeline:
     def authenticate(self, vendor: Vendor, inbound: Inbound) -> str:
         """The tenant of the request's credential (raises Unauthorized)."""
         presented = Credentials(inbound.headers, inbound.query, inbound.media_type, inbound.body)
-        return self._auth.authenticate(vendor.name, vendor.auth, presented)
+        return self._auth.authenticate(vendor, presented)
 
     def authenticate_head(
         self, vendor: Vendor, headers: Mapping[str, str], query: Mapping[str, str], media: str
     ) -> str | None:
         """Before the body is read: the tenant if the head proves it, None if only the body
         can (raises Unauthorized when the head rules the request out; see gateway.auth)."""
-        return self._auth.authenticate_head(vendor.name, vendor.auth, headers, query, media)
+        return self._auth.authenticate_head(vendor, headers, query, media)
 
     async def ingest(
         self,
@@ -325,7 +327,7 @@ class Pipeline:
             letter["where"] = item.where
             letter["original"] = item.payload
             # What `gateway replay` needs to rebuild the item exactly, once the cause is fixed.
-            # Request-level facts may hold a pre-signed URL (Inspera): never its query string.
+            # Request-level facts may hold a pre-signed URL (a bearer secret): never its query.
             meta = redact_url_queries_in(item.meta)
             letter["item"] = {"schema": item.schema, "identity": item.identity, "meta": meta}
         elif body is not None:

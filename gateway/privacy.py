@@ -5,10 +5,11 @@ Personal fields are found by key, not by value: a fixed vocabulary of keys that 
 a person's name, email or username (`emailAddress`, `email`, `firstName`, `lastName`,
 `userName`, ...; compared case-insensitively, without `_`/`-`, on the last segment of a
 namespaced key such as `bb:user.email` or `event_data[email]`), `name` of an object that is a
-person (a Caliper `Person`, a Pearson `actor`, the canonical `learner`, or any object whose
-`type` says person/user), and the `identifier` of a Caliper `SystemIdentifier` whose
-`identifierType` is `EmailAddress` or `AccountUserName`. Ids are not personal fields here: they
-are how records are joined, and they stay (docs/security.md says why, and what that leaves).
+person (any object whose `type` says person/user, the canonical `learner`, or an object under a
+key its vendor declares holds a person: `Vendor.person_keys`), and the `identifier` of a
+`SystemIdentifier` (IMS's JSON-LD term) whose `identifierType` is `EmailAddress` or
+`AccountUserName`. Ids are not personal fields here: they are how records are joined, and they
+stay (docs/security.md says why, and what that leaves).
 
 Pseudonyms are `pseudo:` + the first 32 hex digits of HMAC-SHA256(tenant key, value), the value
 stripped and case-folded: stable, so that joins on them still work, and not reversible without
@@ -23,13 +24,15 @@ import hashlib
 import hmac
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
 from gateway.settings import PRIVACY_POLICIES, Tenant, TenantPrivacy
+from gateway.vendors import registry
+from gateway.vendors.base import Vendor
 
 KEEP: Final = "keep"
 PSEUDONYMIZE: Final = "pseudonymize"
@@ -58,16 +61,13 @@ PERSONAL_KEYS: Final = frozenset(
         "loginid",
     }
 )
-# `type` values (Caliper terms or last IRI segments, lower case) of objects that are persons:
+# `type` values (JSON-LD terms or last IRI segments, lower case) of objects that are persons:
 # their `name` is personal too.
 PERSON_TYPES: Final = frozenset({"person", "user", "student", "learner", "candidate"})
-# Objects that are persons by where they are: Pearson's `actor` (typed "user", but say it anyway)
-# and the canonical `learner`, whatever their type says.
+# Objects that are persons by where they are, whatever their type says: the canonical `learner`,
+# and in each vendor's payloads the keys it declares (`Vendor.person_keys`).
 PERSON_KEYS: Final = frozenset({"learner"})
-PERSON_KEYS_BY_VENDOR: Final[Mapping[str, frozenset[str]]] = {
-    "pearson": frozenset({"actor"}),
-}
-# Caliper 1.2 SystemIdentifier types whose `identifier` is an email or a username.
+# SystemIdentifier types (IMS's JSON-LD vocabulary) whose `identifier` is an email or a username.
 PERSONAL_IDENTIFIER_TYPES: Final = frozenset({"emailaddress", "accountusername"})
 
 _MIN_BARE_MATCH: Final = 5
@@ -129,7 +129,8 @@ class _Scrub:
             items = [self.walk(v) for v in node]
             return node if all(a is b for a, b in zip(items, node, strict=True)) else items
         if isinstance(node, str) and node[:1] in ("{", "["):
-            # A document inside a string (Pearson's PAYLOAD when it does not parse).
+            # A document inside a string (a form field holding JSON, kept as sent when it does
+            # not parse).
             return _scrub_body(self, "", node)
         if not isinstance(node, dict):
             return node
@@ -192,8 +193,11 @@ def _is_personal_identifier(node: Mapping[str, Any]) -> bool:
 class Privacy:
     """The tenants' policies, applied to what the pipeline is about to publish."""
 
-    def __init__(self, tenants: Sequence[Tenant]) -> None:
+    def __init__(self, tenants: Sequence[Tenant], vendors: Iterable[Vendor] | None = None) -> None:
+        """`vendors`: whose person keys apply to their records (default: the registry's)."""
         self._policies = {t.name: t.privacy for t in tenants}
+        known = registry().values() if vendors is None else vendors
+        self._person_keys = {vendor.name: PERSON_KEYS | vendor.person_keys for vendor in known}
 
     def policy(self, tenant: str) -> TenantPrivacy:
         """The tenant's policy; an unknown tenant gets the conservative default (drop)."""
@@ -203,7 +207,7 @@ class Privacy:
         policy = self.policy(tenant)
         if policy.policy == KEEP:
             return None
-        return _Scrub(policy, PERSON_KEYS | PERSON_KEYS_BY_VENDOR.get(vendor, frozenset()))
+        return _Scrub(policy, self._person_keys.get(vendor, PERSON_KEYS))
 
     def canonical(self, record: dict[str, Any]) -> dict[str, Any]:
         """A canonical record with its `data` (and `data.original`) under the tenant's policy."""

@@ -1,9 +1,10 @@
 """JSON Schemas from `schemas/`, compiled once at start-up with a compiled (Rust) validator.
 
-`jsonschema-rs` is used on the hot path: on a 3-event Caliper envelope it is about two orders of
+`jsonschema-rs` is used on the hot path: on a 3-event envelope it is about two orders of
 magnitude faster than pure-Python `jsonschema` (numbers in bench/RESULTS.md). Schemas are referenced
 as `<folder>/<file>#/$defs/<name>`; every file is registered under its `$id`, so `$ref`s inside a
-file resolve without any network access.
+file resolve without any network access. A vendor whose schemas are in a folder of its own
+(`Vendor.schema_dir`, a third-party package's) has that folder read as `schemas/<its name>/`.
 
 Errors are said for the sender who reads them (in an answer, a dead letter, `gateway validate`):
 a value that fails a pattern says what was expected (the `title` of the schema that holds the
@@ -14,7 +15,7 @@ they are, rather than "not valid under any of the schemas".
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -24,6 +25,7 @@ import jsonschema_rs
 import orjson
 
 from gateway.errors import ConfigError, FieldError
+from gateway.vendors import registry
 
 SCHEMA_DIR: Final = Path(__file__).resolve().parent.parent / "schemas"
 DRAFT: Final = "https://json-schema.org/draft/2020-12/schema"
@@ -35,7 +37,7 @@ FORMATS: Final = {"date-time": "an RFC 3339 date-time"}
 
 
 def load_documents(root: Path = SCHEMA_DIR) -> dict[str, dict[str, Any]]:
-    """Every schema file under `root`, keyed by its path relative to `root` (`caliper/x.json`)."""
+    """Every schema file under `root`, keyed by its path relative to `root` (`<folder>/x.json`)."""
     documents: dict[str, dict[str, Any]] = {}
     for path in sorted(root.rglob("*.json")):
         doc = orjson.loads(path.read_bytes())
@@ -132,11 +134,25 @@ def json_pointer(parts: Iterable[str | int]) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
 
-class SchemaSet:
-    """All schemas, loaded and registered once; entry points compiled on first request for them."""
+def vendor_folders() -> dict[str, Path]:
+    """The schema folders the registered vendors keep elsewhere than `schemas/`, by name."""
+    return {
+        name: vendor.schema_dir
+        for name, vendor in registry().items()
+        if vendor.schema_dir is not None
+    }
 
-    def __init__(self, root: Path = SCHEMA_DIR) -> None:
+
+class SchemaSet:
+    """All schemas, loaded and registered once; entry points compiled on first request for them.
+
+    `folders`: more folders, each read as `<name>/` of `root` (default: `vendor_folders()`)."""
+
+    def __init__(self, root: Path = SCHEMA_DIR, folders: Mapping[str, Path] | None = None) -> None:
         self._documents = load_documents(root)
+        for name, folder in (vendor_folders() if folders is None else folders).items():
+            for file, document in load_documents(folder).items():
+                self._documents[f"{name}/{file}"] = document
         self._registry = jsonschema_rs.Registry(
             [(doc["$id"], doc) for doc in self._documents.values()]
         )

@@ -4,6 +4,10 @@ Every scalar setting `[section] key` can be overridden by the variable `GATEWAY_
 (e.g. `GATEWAY_KAFKA_BOOTSTRAP_SERVERS`). A missing file, an unknown key, a `GATEWAY_*` variable
 that names no setting (a typo would otherwise be ignored in silence), a value of the wrong type
 or a secret whose variable is unset fails start-up with a message naming the setting.
+
+The sections here are the gateway's own; each vendor package adds its section (its dataclass, its
+checks, what its credentials must hold) as a `SettingsSection` on its `Vendor`, found through the
+registry: `settings.section(TheVendorSettings)` reads it.
 """
 
 from __future__ import annotations
@@ -14,16 +18,18 @@ import hmac
 import os
 import tomllib
 import types
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Final, Generic, TypeVar, Union, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError
 
 ENV_PREFIX = "GATEWAY_"
 CONFIG_ENV = "GATEWAY_CONFIG"
+
+S = TypeVar("S")
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,7 @@ class ServerSettings:
     # vendor routes only (metrics carry tenant names). 0: no admin port, everything on `port`.
     admin_port: int = 8081
     workers: int = 1
-    # 4 MiB: Blackboard batches run to a few hundred KB; Caliper's own example endpoint says 512 KB.
+    # 4 MiB: several times the largest batches real senders post (a few hundred KB).
     max_body_bytes: int = 4 * 1024 * 1024
     # Where the gateway keeps local state (SQLite files): spool, read models, pending downloads.
     state_dir: str = "var"
@@ -45,8 +51,8 @@ class ServerSettings:
     # holds up to max_body_bytes), never an unbounded queue. Requests whose credential only
     # their body proves count here once it is proven (until then, in the pool below).
     max_in_flight: int = 512
-    # Requests whose credential only the body can prove (Pearson, Inspera, Standard Webhooks,
-    # Canvas's access_token in a form), while it is read and checked: a pool of their own, so
+    # Requests whose credential only the body can prove (signatures over the body, Standard
+    # Webhooks, an access_token in a form), while it is read and checked: a pool of their own, so
     # that unauthenticated clients cannot take the slots of authenticated ones. Past it, 503 +
     # Retry-After; past the share of one client address, 429 + Retry-After.
     max_unverified_in_flight: int = 64
@@ -67,7 +73,7 @@ class ServerSettings:
     # a client writes in those headers is ignored (rate limits and logs use the peer).
     forwarded_allow_ips: tuple[str, ...] = ()
     # The URL senders reach the gateway at ("https://gateway.example.edu", a path prefix allowed),
-    # for answers that hold absolute links (Canvas's pagination). "" = not known: links name the
+    # for answers that hold absolute links (pagination). "" = not known: links name the
     # configured `host` only when the request did too, else they are relative (never the Host a
     # request claims, which its sender chooses). Set it behind a reverse proxy.
     public_url: str = ""
@@ -112,7 +118,8 @@ class KafkaSettings:
 class DedupeSettings:
     """How long a published event is remembered, so that a re-send makes no second record."""
 
-    # 72 h: Pearson redelivers for up to 72 hours; re-sends within it make no second record.
+    # 72 h: the longest a sender is known to keep redelivering (docs/vendors/); re-sends within
+    # it make no second record.
     window_seconds: float = 72 * 3600.0
     max_entries: int = 1_000_000
 
@@ -123,7 +130,7 @@ class SpoolSettings:
 
     enabled: bool = True
     # How long a request waits for Kafka's acks before its records are spooled instead.
-    # Short: a sender's own timeout (Pearson, Inspera: 10 s) must not be reached first.
+    # Short: a sender's own timeout (10 s for some) must not be reached first.
     ack_deadline_seconds: float = 2.0
     # Past this, the gateway answers 503 + Retry-After instead of growing without limit.
     max_bytes: int = 1024 * 1024 * 1024
@@ -156,90 +163,6 @@ class CanonicalSettings:
     """What goes into canonical records beyond the vendor-neutral fields."""
 
     include_original: bool = False
-
-
-@dataclass(frozen=True)
-class PearsonSettings:
-    """Pearson LearningStudio eventing."""
-
-    # Seconds an AUTHORIZATION timestamp may be old; 0 = not checked. Pearson redelivers a message
-    # for up to 72 h, and nothing Pearson published says a redelivery is signed again (its own
-    # verifier, EventingClient.verifyAuthenticity, never looks at the time): a redelivery may
-    # carry the first delivery's timestamp. So 72 h, plus an hour for queueing before the first
-    # attempt and for clocks. Older ones are refused: a captured delivery is not good forever.
-    max_age_seconds: float = 73 * 3600.0
-    # Seconds an AUTHORIZATION timestamp may be ahead of the gateway's clock (Pearson's clock
-    # running fast); 0 = not checked. Five minutes, the tolerance Pearson's own API allows.
-    max_future_seconds: float = 300.0
-
-
-@dataclass(frozen=True)
-class CanvasSettings:
-    """Canvas quiz submission events and the quiz-log read model."""
-
-    # The quiz log's SQLite file; "" = <server.state_dir>/canvas-quiz-log.sqlite3. Every gateway
-    # process keeps a whole read model of the canonical topic (all partitions, no consumer group:
-    # a group would split the partitions, and each instance's log would miss events), with the
-    # consumed offsets in the same file. Worker processes of one instance share it.
-    quiz_log_path: str = ""
-    # How long a GET of the quiz log waits for the read model to reach the topic's end offsets,
-    # so that a GET right after a 204 sees its events; past it, the log is served as it is.
-    quiz_log_wait_seconds: float = 2.0
-
-
-@dataclass(frozen=True)
-class InsperaSettings:
-    """Inspera webhooks, export downloads and the export API client."""
-
-    # Hosts exports may be downloaded from (exact names or `*.suffix`).
-    download_hosts: tuple[str, ...] = ("*.amazonaws.com", "*.inspera.no", "*.inspera.com")
-    # Dev only: allow plain http downloads (loopback test servers).
-    allow_http_downloads: bool = False
-    # Dev only: allow downloads from loopback, private and link-local addresses. Off, a host that
-    # is such an address, or resolves to one, is refused (no SSRF into the gateway's network).
-    allow_private_addresses: bool = False
-    # Where the pre-signed URL may sit in an `event_by_candidates_export_finished` webhook: its
-    # field name is not documented, so these keys (dotted for nested objects) are tried in order.
-    url_keys: tuple[str, ...] = (
-        "url",
-        "downloadUrl",
-        "download_url",
-        "presignedUrl",
-        "presigned_url",
-        "fileUrl",
-        "exportUrl",
-        "data.url",
-        "data.downloadUrl",
-    )
-    # Exports hold every candidate of a test: bounded so that a huge or hostile file cannot fill
-    # the disk (it is spooled under server.state_dir) or keep the gateway busy for ever.
-    max_export_bytes: int = 512 * 1024 * 1024
-    download_timeout_seconds: float = 600.0
-    # Redirects are followed only to allowed hosts, and only this many (S3 may redirect once).
-    max_redirects: int = 3
-    # A failed download is retried with exponential backoff; pre-signed URLs live about 1 h.
-    retry_initial_seconds: float = 5.0
-    retry_max_seconds: float = 300.0
-    max_attempts: int = 12
-    # Finished jobs are remembered this long, so a re-delivered webhook is not ingested twice.
-    job_retention_seconds: float = 7 * 24 * 3600.0
-    # Export events per publish: bounds memory and the size of one Kafka round trip.
-    publish_batch: int = 500
-    # The pull side (`gateway inspera export`). Inspera's paths and field names are not
-    # documented (its swagger was not available), so all of them are settings.
-    api_base_url: str = ""  # e.g. https://<institution>.inspera.no
-    client_id: str = ""  # the Inspera tenant name (the token request's client_id)
-    api_key_env: str = "INSPERA_API_KEY"  # the variable holding the API key, never the key
-    token_path: str = "/api/authenticate/token/"  # noqa: S105  # a URL path, not a secret
-    events_path: str = "/api/v1/test/{test_id}/events"
-    job_id_param: str = "jobId"  # query parameter of the status calls
-    job_id_field: str = "jobId"
-    status_field: str = "status"
-    progress_field: str = "progress"
-    done_statuses: tuple[str, ...] = ("FINISHED", "DONE", "COMPLETED", "SUCCESS", "SUCCEEDED")
-    failed_statuses: tuple[str, ...] = ("FAILED", "ERROR", "CANCELLED", "CANCELED")
-    poll_interval_seconds: float = 5.0
-    export_timeout_seconds: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -327,76 +250,139 @@ class Settings:
     logging: LogSettings = field(default_factory=LogSettings)
     tracing: TracingSettings = field(default_factory=TracingSettings)
     canonical: CanonicalSettings = field(default_factory=CanonicalSettings)
-    pearson: PearsonSettings = field(default_factory=PearsonSettings)
-    canvas: CanvasSettings = field(default_factory=CanvasSettings)
-    inspera: InsperaSettings = field(default_factory=InsperaSettings)
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     tenants: tuple[Tenant, ...] = ()
+    # The vendors' sections, one instance of each registered section's dataclass: read one with
+    # `section`, which types it.
+    vendor_settings: tuple[Any, ...] = ()
+
+    def section(self, kind: type[S]) -> S:
+        """A vendor's section by its dataclass: as configured, or its defaults where it was not
+        read (settings built in code, `Settings()`)."""
+        for value in self.vendor_settings:
+            if isinstance(value, kind):
+                return value
+        return kind()
+
+    def with_section(self, value: object) -> Settings:
+        """These settings with `value` as the section of its dataclass."""
+        kept = tuple(v for v in self.vendor_settings if type(v) is not type(value))
+        return replace(self, vendor_settings=(*kept, value))
 
 
-_SECTIONS: dict[str, type[Any]] = {
-    "server": ServerSettings,
-    "kafka": KafkaSettings,
-    "dedupe": DedupeSettings,
-    "spool": SpoolSettings,
-    "logging": LogSettings,
-    "tracing": TracingSettings,
-    "canonical": CanonicalSettings,
-    "pearson": PearsonSettings,
-    "canvas": CanvasSettings,
-    "inspera": InsperaSettings,
-    "rate_limit": RateLimitSettings,
-    "privacy": PrivacySettings,
-}
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "kafka.compression": ("none", "gzip", "lz4", "zstd"),
-    "kafka.security_protocol": ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
-    "kafka.sasl_mechanism": ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
-    "logging.level": ("debug", "info", "warning", "error"),
-    "logging.format": ("json", "console"),
-    "privacy.policy": PRIVACY_POLICIES,
-}
-_POSITIVE = {
-    "server.port",
-    "server.workers",
-    "server.max_body_bytes",
-    "server.max_in_flight",
-    "server.max_unverified_in_flight",
-    "server.max_unverified_per_client",
-    "server.body_timeout_seconds",
-    "server.header_timeout_seconds",
-    "server.max_header_bytes",
-    "server.max_headers",
-    "kafka.max_batch_bytes",
-    "kafka.publish_timeout_seconds",
-    "kafka.topic_partitions",
-    "kafka.topic_replication_factor",
-    "dedupe.max_entries",
-    "spool.ack_deadline_seconds",
-    "spool.max_bytes",
-    "spool.drain_batch",
-    "inspera.max_export_bytes",
-    "inspera.download_timeout_seconds",
-    "inspera.retry_initial_seconds",
-    "inspera.retry_max_seconds",
-    "inspera.max_attempts",
-    "inspera.publish_batch",
-    "inspera.poll_interval_seconds",
-    "inspera.export_timeout_seconds",
-    "rate_limit.rate_per_second",
-    "rate_limit.burst",
-    "rate_limit.failed_auth_rate_per_second",
-    "rate_limit.failed_auth_burst",
-    "rate_limit.max_buckets",
-}
-# Windows where 0 turns the check off: a negative one would refuse every delivery.
-_NOT_NEGATIVE = {"pearson.max_age_seconds", "pearson.max_future_seconds"}
+@dataclass(frozen=True, slots=True)
+class SettingsSection(Generic[S]):
+    """A `[name]` table of the configuration: its frozen dataclass `kind` (scalars and tuples of
+    strings, each with a default; every one also read from `GATEWAY_<NAME>_<FIELD>`) and its
+    checks. A vendor's section may also check its credentials: `check_credential` each one in
+    the vendor's own scheme as it is read (`where` names it in errors), `check_credentials` all
+    of them together once every tenant is read ((tenant, credential) pairs)."""
+
+    name: str
+    kind: type[S]
+    positive: frozenset[str] = frozenset()  # fields that must be > 0
+    not_negative: frozenset[str] = frozenset()  # fields where 0 turns a check off
+    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    check_credential: Callable[[str, Credential], None] | None = None
+    check_credentials: Callable[[Sequence[tuple[str, Credential]]], None] | None = None
+
+
+_SHARED: Final[tuple[SettingsSection[Any], ...]] = (
+    SettingsSection(
+        "server",
+        ServerSettings,
+        positive=frozenset(
+            {
+                "port",
+                "workers",
+                "max_body_bytes",
+                "max_in_flight",
+                "max_unverified_in_flight",
+                "max_unverified_per_client",
+                "body_timeout_seconds",
+                "header_timeout_seconds",
+                "max_header_bytes",
+                "max_headers",
+            }
+        ),
+    ),
+    SettingsSection(
+        "kafka",
+        KafkaSettings,
+        positive=frozenset(
+            {
+                "max_batch_bytes",
+                "publish_timeout_seconds",
+                "topic_partitions",
+                "topic_replication_factor",
+            }
+        ),
+        choices={
+            "compression": ("none", "gzip", "lz4", "zstd"),
+            "security_protocol": ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+            "sasl_mechanism": ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+        },
+    ),
+    SettingsSection("dedupe", DedupeSettings, positive=frozenset({"max_entries"})),
+    SettingsSection(
+        "spool",
+        SpoolSettings,
+        positive=frozenset({"ack_deadline_seconds", "max_bytes", "drain_batch"}),
+    ),
+    SettingsSection(
+        "logging",
+        LogSettings,
+        choices={
+            "level": ("debug", "info", "warning", "error"),
+            "format": ("json", "console"),
+        },
+    ),
+    SettingsSection("tracing", TracingSettings),
+    SettingsSection("canonical", CanonicalSettings),
+    SettingsSection(
+        "rate_limit",
+        RateLimitSettings,
+        positive=frozenset(
+            {
+                "rate_per_second",
+                "burst",
+                "failed_auth_rate_per_second",
+                "failed_auth_burst",
+                "max_buckets",
+            }
+        ),
+    ),
+    SettingsSection("privacy", PrivacySettings, choices={"policy": PRIVACY_POLICIES}),
+)
 
 # librdkafka's ceiling for `message.max.bytes`.
 _MAX_RECORD_BYTES = 1_000_000_000
 
-T = TypeVar("T")
+
+def sections() -> dict[str, SettingsSection[Any]]:
+    """Every section a configuration may have, by name: the gateway's own, then each registered
+    vendor's (raises ConfigError for a vendor's section named like another)."""
+    return _all_sections(_vendor_sections())
+
+
+def _all_sections(
+    by_vendor: Mapping[str, SettingsSection[Any]],
+) -> dict[str, SettingsSection[Any]]:
+    found = {section.name: section for section in _SHARED}
+    for section in by_vendor.values():
+        if section.name in found or section.name == "tenants":
+            raise ConfigError(f"two settings sections are named [{section.name}]")
+        found[section.name] = section
+    return found
+
+
+def _vendor_sections() -> dict[str, SettingsSection[Any]]:
+    """The registered vendors' sections, by vendor name."""
+    # Imported on call: the registry imports the vendor packages, which import this module.
+    from gateway.vendors import registry  # noqa: PLC0415
+
+    return {name: v.settings for name, v in registry().items() if v.settings is not None}
 
 
 def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -412,17 +398,20 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             raise ConfigError(f"configuration file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
-    unknown = set(raw) - set(_SECTIONS) - {"tenants"}
+    by_vendor = _vendor_sections()
+    known = _all_sections(by_vendor)
+    unknown = set(raw) - set(known) - {"tenants"}
     if unknown:
         raise ConfigError(f"unknown configuration section(s): {', '.join(sorted(unknown))}")
-    sections = {
-        name: _build(cls, _table(raw.get(name, {}), name), name, env)
-        for name, cls in _SECTIONS.items()
+    built = {
+        name: _build(section, _table(raw.get(name, {}), name), env)
+        for name, section in known.items()
     }
-    _check_variables(env, raw, sections)
-    _check_kafka_security(sections["kafka"], env)
-    tenants = _tenants(raw.get("tenants", []), env, sections["privacy"])
-    return Settings(tenants=tenants, **sections)
+    _check_variables(env, raw, known, built)
+    shared = {section.name: built.pop(section.name) for section in _SHARED}
+    _check_kafka_security(shared["kafka"], env)
+    tenants = _tenants(raw.get("tenants", []), env, shared["privacy"], by_vendor)
+    return Settings(tenants=tenants, vendor_settings=tuple(built.values()), **shared)
 
 
 # Variables with the gateway's prefix that are not settings: the configuration file's name, and
@@ -430,19 +419,24 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
 _NOT_SETTINGS = frozenset({CONFIG_ENV, "GATEWAY_INTERFACE"})
 
 
-def _check_variables(env: Mapping[str, str], raw: dict[str, Any], sections: dict[str, Any]) -> None:
+def _check_variables(
+    env: Mapping[str, str],
+    raw: dict[str, Any],
+    known: Mapping[str, SettingsSection[Any]],
+    built: Mapping[str, Any],
+) -> None:
     """Refuse a `GATEWAY_*` variable that names no setting, as an unknown key of the file is: a
     misspelt override would be ignored and the default used, without a word. The variables
     the configuration itself names (`*_env`: where its secrets are) may have the prefix too.
     Only names are said, never values (they may be secrets)."""
     settings = {
-        f"{ENV_PREFIX}{section}_{f.name}".upper(): f"{section}.{f.name}"
-        for section, cls in _SECTIONS.items()
-        for f in fields(cls)
+        f"{ENV_PREFIX}{name}_{f.name}".upper(): f"{name}.{f.name}"
+        for name, section in known.items()
+        for f in fields(section.kind)
     }
     named = {
         getattr(value, f.name)
-        for value in sections.values()
+        for value in built.values()
         for f in fields(value)
         if f.name.endswith("_env")
     }
@@ -476,23 +470,24 @@ def _table(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def _build(cls: type[T], table: dict[str, Any], section: str, env: Mapping[str, str]) -> T:
+def _build(section: SettingsSection[S], table: dict[str, Any], env: Mapping[str, str]) -> S:
+    cls = section.kind
     hints = get_type_hints(cls)
-    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]  # cls is always a dataclass
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]  # kind is always a dataclass
     unknown = set(table) - names
     if unknown:
-        raise ConfigError(f"unknown setting(s) in [{section}]: {', '.join(sorted(unknown))}")
+        raise ConfigError(f"unknown setting(s) in [{section.name}]: {', '.join(sorted(unknown))}")
     values: dict[str, Any] = {}
     for name in names:
-        key = f"{section}.{name}"
-        variable = f"{ENV_PREFIX}{section}_{name}".upper()
+        key = f"{section.name}.{name}"
+        variable = f"{ENV_PREFIX}{section.name}_{name}".upper()
         if variable in env:
             values[name] = _from_env(env[variable], hints[name], variable)
         elif name in table:
             values[name] = _checked(table[name], hints[name], key)
         else:
             continue
-        _check_value(key, values[name])
+        _check_value(section, name, values[name])
     return cls(**values)
 
 
@@ -534,13 +529,14 @@ def _scalar_type(hint: Any) -> type[Any]:
     return hint  # type: ignore[no-any-return]
 
 
-def _check_value(key: str, value: Any) -> None:
-    choices = _CHOICES.get(key)
+def _check_value(section: SettingsSection[Any], name: str, value: Any) -> None:
+    key = f"{section.name}.{name}"
+    choices = section.choices.get(name)
     if choices is not None and value not in choices:
         raise ConfigError(f"{key} must be one of {', '.join(choices)}, not {value!r}")
-    if key in _POSITIVE and value <= 0:
+    if name in section.positive and value <= 0:
         raise ConfigError(f"{key} must be positive, not {value!r}")
-    if key in _NOT_NEGATIVE and value < 0:
+    if name in section.not_negative and value < 0:
         raise ConfigError(f"{key} must be 0 (not checked) or positive, not {value!r}")
     if key == "server.public_url" and value:
         _check_public_url(key, value)
@@ -600,10 +596,14 @@ def _check_kafka_security(kafka: KafkaSettings, env: Mapping[str, str]) -> None:
 
 
 def _tenants(
-    value: Any, env: Mapping[str, str], privacy: PrivacySettings | None = None
+    value: Any,
+    env: Mapping[str, str],
+    privacy: PrivacySettings | None = None,
+    by_vendor: Mapping[str, SettingsSection[Any]] | None = None,
 ) -> tuple[Tenant, ...]:
     if not isinstance(value, list):
         raise ConfigError("tenants must be an array of tables ([[tenants]])")
+    checks = by_vendor or {}
     tenants: list[Tenant] = []
     for i, entry in enumerate(value):
         table = _table(entry, f"tenants[{i}]")
@@ -619,7 +619,9 @@ def _tenants(
         if not isinstance(creds, list):
             raise ConfigError(f"tenant {name!r}: credentials must be an array of tables")
         credentials = tuple(
-            _credential(_table(c, f"tenant {name!r} credentials[{j}]"), f"tenant {name!r}", j, env)
+            _credential(
+                _table(c, f"tenant {name!r} credentials[{j}]"), f"tenant {name!r}", j, env, checks
+            )
             for j, c in enumerate(creds)
         )
         own = _table(table.get("privacy", {}), f"tenant {name!r} privacy")
@@ -629,7 +631,16 @@ def _tenants(
     if len(set(names)) != len(names):
         raise ConfigError("tenant names must be unique")
     _check_credentials_unique(tenants)
-    _check_pearson_principals_unique(tenants)
+    for vendor, section in checks.items():
+        if section.check_credentials is not None:
+            section.check_credentials(
+                [
+                    (tenant.name, credential)
+                    for tenant in tenants
+                    for credential in tenant.credentials
+                    if credential.vendor == vendor and not credential.scheme
+                ]
+            )
     return tuple(tenants)
 
 
@@ -638,7 +649,11 @@ _SCHEMES: tuple[str, ...] = ("", "standard-webhooks")
 
 
 def _credential(
-    table: dict[str, Any], owner: str, index: int, env: Mapping[str, str]
+    table: dict[str, Any],
+    owner: str,
+    index: int,
+    env: Mapping[str, str],
+    checks: Mapping[str, SettingsSection[Any]],
 ) -> Credential:
     where = f"{owner} credentials[{index}]"
     known = {"vendor", "principal", "scheme", "tolerance_seconds", *_SECRET_SOURCES}
@@ -658,13 +673,7 @@ def _credential(
     tolerance = table.get("tolerance_seconds", 300.0)
     if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or tolerance <= 0:
         raise ConfigError(f"{where}.tolerance_seconds must be a positive number")
-    if scheme == "standard-webhooks":
-        for secret in secrets:
-            _check_standard_webhooks_secret(where, secret)
-    elif vendor == "pearson":
-        for secret in secrets:
-            _check_pearson_credential(where, principal, secret)
-    return Credential(
+    credential = Credential(
         vendor=vendor,
         secret=secrets[0],
         principal=principal,
@@ -672,6 +681,15 @@ def _credential(
         scheme=scheme,
         tolerance_seconds=float(tolerance),
     )
+    # What the vendor's own scheme needs of a credential (a key length, a principal): refused
+    # at start-up rather than a 401 for every delivery.
+    check = checks[vendor].check_credential if vendor in checks else None
+    if scheme == "standard-webhooks":
+        for secret in secrets:
+            _check_standard_webhooks_secret(where, secret)
+    elif check is not None:
+        check(where, credential)
+    return credential
 
 
 def _credential_secrets(
@@ -726,34 +744,6 @@ def _check_standard_webhooks_secret(where: str, secret: str) -> None:
         key = b""
     if not key:
         raise ConfigError(f"{where}: a standard-webhooks secret is whsec_ and base64 (the key)")
-
-
-def _check_pearson_credential(where: str, principal: str, secret: str) -> None:
-    # Pearson signs with AES-CMAC keyed by the secret's raw bytes: any other length could never
-    # verify, and every delivery would get a 401 (and be redelivered for 72 h) instead of the
-    # gateway refusing to start. The principal is how a delivery names its credential.
-    if not principal:
-        raise ConfigError(f"{where}: a pearson credential needs its principal (the principal id)")
-    if len(secret.encode("utf-8")) not in (16, 24, 32):
-        raise ConfigError(
-            f"{where}: a pearson secret is an AES key: 16, 24 or 32 bytes (UTF-8), "
-            f"not {len(secret.encode('utf-8'))}"
-        )
-
-
-def _check_pearson_principals_unique(tenants: list[Tenant]) -> None:
-    # A delivery is matched to its secret by principal alone: a second credential with the same
-    # principal would silently never match.
-    seen: set[str] = set()
-    for tenant in tenants:
-        for cred in tenant.credentials:
-            if cred.vendor == "pearson" and not cred.scheme:
-                if cred.principal in seen:
-                    raise ConfigError(
-                        f"pearson principal {cred.principal!r} is configured twice "
-                        f"(tenant {tenant.name!r}): each principal must have one secret"
-                    )
-                seen.add(cred.principal)
 
 
 def _check_credentials_unique(tenants: list[Tenant]) -> None:

@@ -9,6 +9,7 @@ modules are imported only when run (the Kafka client, the schemas).
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
 from gateway.devfile import tool_settings
@@ -81,8 +82,9 @@ def add_commands(commands: Any) -> None:
         "steps and print the canonical records it would publish (JSON lines, stdout) or why "
         "it would be dead-lettered or refused (stderr). Exit 0: everything would be published; "
         "1: something would be dead-lettered or refused. FILE is the request body alone: no "
-        "credential or signature is checked (a Pearson FILE is the url-encoded form body, "
-        "e.g. a .form or .txt file, and its AUTHORIZATION is not verified).",
+        "credential or signature is checked (for a vendor whose body is a form, FILE is the "
+        "url-encoded form body, e.g. a .form or .txt file, and the signature it holds is not "
+        "verified).",
     )
     validate.add_argument("file", metavar="FILE", help="the request body; - reads stdin")
     validate.add_argument("--vendor", required=True, choices=sorted(vendors))
@@ -90,12 +92,22 @@ def add_commands(commands: Any) -> None:
         "--content-type", default=None, help=f"default: the vendor's first ({types})"
     )
     validate.add_argument("--tenant", default="demo", help="stamped on the records (demo)")
+    with_ids = "; ".join(
+        f"{name}: {_example_path(vendor.path)}"
+        for name, vendor in sorted(vendors.items())
+        if "{" in vendor.path
+    )
     validate.add_argument(
         "--path",
         default=None,
-        help="the URL path it is posted to, for routes with ids (Canvas: "
-        "/api/v1/courses/101/quizzes/202/submissions/303/events); default: every id 1",
+        help=f"the URL path it is posted to, for routes with ids ({with_ids}); default: every id 1",
     )
+
+
+def _example_path(route: str) -> str:
+    """A route with ids as a sender posts to it: 101, 202, 303... for its ids, in order."""
+    ids = iter(range(101, 10_000, 101))
+    return re.sub(r"{\w+}", lambda _: str(next(ids)), route)
 
 
 def tail(args: argparse.Namespace) -> int:

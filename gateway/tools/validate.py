@@ -33,7 +33,7 @@ from gateway.schemas import SchemaSet
 from gateway.vendors import registry
 from gateway.vendors.base import Inbound, Vendor
 
-# Path ids of a route (Canvas's course, quiz and submission) when `--path` does not give them.
+# Path ids of a route (a course, a quiz, a submission...) when `--path` does not give them.
 DEFAULT_PATH_ID: Final = "1"
 _BODY_ERRORS: Final = (MalformedPayload, UnsupportedMediaType, UnsupportedVersion)
 

@@ -20,10 +20,11 @@ import orjson
 import pytest
 
 from gateway.broker import port_in_use, wait_until_listening
-from gateway.cli import EXAMPLE_ENVELOPE, example_curl
+from gateway.cli import example_curl
 from gateway.records import OutRecord
 from gateway.spool import Spool
 from gateway.vendors import registry
+from gateway.vendors.caliper import EXAMPLE_ENVELOPE
 from tests.integration.conftest import ROOT, TopicReader, free_port
 
 GATEWAY = [sys.executable, "-m", "gateway.cli"]

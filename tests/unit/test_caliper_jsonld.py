@@ -28,7 +28,8 @@ from gateway.errors import MalformedPayload, UnsupportedVersion
 from gateway.pipeline import Normalized, normalize_items, split_request, validate_item
 from gateway.schemas import SchemaSet
 from gateway.vendors.base import Inbound, Item
-from gateway.vendors.caliper import ENTITY_SCHEMA, EVENT_SCHEMA, VENDOR, is_event
+from gateway.vendors.caliper import VENDOR
+from gateway.vendors.caliper.normalize import ENTITY_SCHEMA, EVENT_SCHEMA, is_event
 from tests.caliper_fixtures import (
     as_envelope,
     edge_fixtures,

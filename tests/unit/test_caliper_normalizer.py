@@ -13,7 +13,8 @@ from gateway.canonical import NormalizeContext, content_digest, record_id
 from gateway.pipeline import Normalized, normalize_items, split_request
 from gateway.schemas import SchemaSet
 from gateway.vendors.base import Inbound
-from gateway.vendors.caliper import VENDOR, snake_case, term
+from gateway.vendors.caliper import VENDOR
+from gateway.vendors.caliper.normalize import snake_case, term
 
 SCHEMAS = SchemaSet()
 CTX = NormalizeContext("uni", "caliper", datetime(2026, 1, 1, tzinfo=UTC), "req-1")

@@ -29,7 +29,7 @@ import jsonschema_rs
 import pytest
 from referencing import Registry, Resource
 
-from gateway.vendors.caliper import is_event  # the gateway's own split of data[]
+from gateway.vendors.caliper.normalize import is_event  # the gateway's own split of data[]
 from tests.caliper_fixtures import emitter_requests
 
 ROOT: Final = Path(__file__).resolve().parents[2]

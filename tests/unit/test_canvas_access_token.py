@@ -16,9 +16,10 @@ from urllib.parse import urlencode
 import pytest
 from starlette.datastructures import QueryParams
 
-from gateway.auth import Authenticator, Credentials, Scheme
+from gateway.auth import Authenticator, Credentials
 from gateway.errors import GatewayError, Unauthorized
 from gateway.settings import Credential, Tenant
+from gateway.vendors.canvas import VENDOR as CANVAS
 
 TOKEN = "canvas-token-1"
 OTHER = "canvas-token-2"
@@ -37,7 +38,7 @@ def tenant_of(
     headers = {"authorization": f"Bearer {bearer}"} if bearer else {}
     body = urlencode(form).encode() if form is not None else b""
     presented = Credentials(headers, QueryParams(query), FORM if form is not None else "", body)
-    return AUTH.authenticate("canvas", Scheme.BEARER_OR_ACCESS_TOKEN, presented)
+    return AUTH.authenticate(CANVAS, presented)
 
 
 def refused(**presented: object) -> GatewayError:

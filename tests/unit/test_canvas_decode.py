@@ -14,9 +14,9 @@ from gateway.errors import MalformedPayload, UnsupportedMediaType
 from gateway.pipeline import split_request
 from gateway.schemas import SchemaSet
 from gateway.vendors.base import Inbound
-from gateway.vendors.canvas import (
+from gateway.vendors.canvas import VENDOR
+from gateway.vendors.canvas.normalize import (
     FLAT_EVENT_SCHEMA,
-    VENDOR,
     RackParameterError,
     decode,
     parse_rack_form,

@@ -21,7 +21,8 @@ from gateway.errors import (
 from gateway.pipeline import Normalized, normalize_items, split_request
 from gateway.schemas import SchemaSet
 from gateway.vendors.base import Inbound
-from gateway.vendors.canvas import VENDOR, render_error
+from gateway.vendors.canvas import VENDOR
+from gateway.vendors.canvas.normalize import render_error
 
 SCHEMAS = SchemaSet()
 CANONICAL = SCHEMAS.get("canonical/event.schema.json")

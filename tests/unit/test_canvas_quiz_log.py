@@ -11,7 +11,13 @@ import orjson
 import pytest
 
 from gateway.canonical import NormalizeContext
-from gateway.components.canvas import (
+from gateway.errors import NotFound
+from gateway.pipeline import normalize_items, split_request
+from gateway.schemas import SchemaSet
+from gateway.vendors.base import Inbound
+from gateway.vendors.canvas import VENDOR
+from gateway.vendors.canvas.normalize import MAX_ID, check_path_ids
+from gateway.vendors.canvas.quiz_log import (
     MAX_PAGE,
     MAX_PER_PAGE,
     InvalidParameter,
@@ -27,11 +33,6 @@ from gateway.components.canvas import (
     page_params,
     requested_attempt,
 )
-from gateway.errors import NotFound
-from gateway.pipeline import normalize_items, split_request
-from gateway.schemas import SchemaSet
-from gateway.vendors.base import Inbound
-from gateway.vendors.canvas import MAX_ID, VENDOR, check_path_ids
 
 SCHEMAS = SchemaSet()
 TOPIC = "edu.events.v1"

@@ -15,7 +15,7 @@ import json
 import re
 import tomllib
 from collections.abc import Iterator
-from dataclasses import fields, is_dataclass
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import create_app
-from gateway.settings import CONFIG_ENV, ENV_PREFIX, Settings, load_settings
+from gateway.settings import CONFIG_ENV, ENV_PREFIX, Settings, load_settings, sections
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -164,13 +164,11 @@ def dockerfile_env() -> dict[str, str]:
 
 
 def known_variables() -> set[str]:
-    """Every variable the settings read: GATEWAY_<SECTION>_<FIELD> and GATEWAY_CONFIG."""
+    """Every variable the settings read: GATEWAY_<SECTION>_<FIELD> (the gateway's sections and
+    the vendors') and GATEWAY_CONFIG."""
     names = {CONFIG_ENV}
-    defaults = Settings()
-    for section in fields(Settings):
-        value = getattr(defaults, section.name)
-        if is_dataclass(value):
-            names |= {f"{ENV_PREFIX}{section.name}_{f.name}".upper() for f in fields(value)}
+    for name, section in sections().items():
+        names |= {f"{ENV_PREFIX}{name}_{f.name}".upper() for f in fields(section.kind)}
     return names
 
 

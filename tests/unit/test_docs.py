@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import _SECTIONS
+from gateway.settings import sections
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 
-SETTINGS = [(section, field.name) for section, cls in _SECTIONS.items() for field in fields(cls)]
+SETTINGS = [
+    (name, field.name) for name, section in sections().items() for field in fields(section.kind)
+]
 
 
 @pytest.mark.parametrize(("section", "name"), SETTINGS, ids=[f"{s}.{n}" for s, n in SETTINGS])

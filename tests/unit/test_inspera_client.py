@@ -18,8 +18,8 @@ import orjson
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.inspera_client import ExportStatus, InsperaApiError, InsperaClient, ProgressBar
-from gateway.settings import InsperaSettings
+from gateway.vendors.inspera.client import ExportStatus, InsperaApiError, InsperaClient, ProgressBar
+from gateway.vendors.inspera.settings import InsperaSettings
 from tests.unit.test_inspera_download import free_port
 
 API_KEY = "api-key-FIXTURE-SECRET"

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from gateway.components.inspera import (
+from gateway.vendors.inspera.exports import (
     DownloadError,
     ExportDownloader,
     checked_url,
     host_allowed,
 )
-from gateway.settings import InsperaSettings
+from gateway.vendors.inspera.settings import InsperaSettings
 
 
 def free_port() -> int:

@@ -21,9 +21,10 @@ import pytest
 from gateway.canonical import NormalizeContext
 from gateway.pipeline import Normalized, normalize_items, split_request
 from gateway.schemas import SchemaSet
-from gateway.settings import InsperaSettings
 from gateway.vendors.base import Inbound, Item
-from gateway.vendors.inspera import VENDOR, ExportParser, download_url, export_items
+from gateway.vendors.inspera import VENDOR
+from gateway.vendors.inspera.normalize import ExportParser, download_url, export_items
+from gateway.vendors.inspera.settings import InsperaSettings
 from tests.golden import check_golden
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "inspera"

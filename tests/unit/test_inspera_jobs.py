@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.components.inspera import ExportJobs, backoff_seconds
-from gateway.settings import InsperaSettings
+from gateway.vendors.inspera.exports import ExportJobs, backoff_seconds
+from gateway.vendors.inspera.settings import InsperaSettings
 
 URL = "https://bucket.s3.amazonaws.com/e.json?X-Amz-Signature=secret"
 

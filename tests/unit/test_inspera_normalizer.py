@@ -14,9 +14,9 @@ from gateway.errors import MalformedPayload, UnsupportedMediaType
 from gateway.pipeline import Normalized, normalize_items, split_request
 from gateway.schemas import SchemaSet
 from gateway.vendors.base import Inbound
-from gateway.vendors.inspera import (
+from gateway.vendors.inspera import VENDOR
+from gateway.vendors.inspera.normalize import (
     REDACTED,
-    VENDOR,
     ExportParser,
     InvalidExport,
     action_of,

@@ -3,8 +3,9 @@
 `sign` and `delivery` build deliveries the way LearningStudio Eventing does (Pearson's
 `EventingClient.generateAuthToken`): AES-CMAC keyed with the secret's bytes over
 timestamp + MESSAGE-ID + MESSAGE-TYPE + PAYLOAD-CONTENT-TYPE + PAYLOAD, lower-case hex, in
-`principal|timestamp|mac`. They use `cryptography`'s CMAC directly, not `gateway.auth`, so the
-gateway is checked against the documented algorithm rather than against itself. The integration
+`principal|timestamp|mac`. They use `cryptography`'s CMAC directly, not the gateway's own
+(gateway/vendors/pearson/signature.py), so the gateway is checked against the documented
+algorithm rather than against itself. The integration
 and golden tests sign their deliveries with them too.
 """
 
@@ -20,9 +21,12 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.cmac import CMAC
 
-from gateway.auth import Authenticator, Credentials, Scheme, aes_cmac, aes_cmac_hex
+from gateway.auth import Authenticator, Credentials
 from gateway.errors import Unauthorized
-from gateway.settings import Credential, PearsonSettings, Tenant
+from gateway.settings import Credential, Settings, Tenant
+from gateway.vendors.pearson import VENDOR as PEARSON
+from gateway.vendors.pearson.settings import PearsonSettings
+from gateway.vendors.pearson.signature import aes_cmac, aes_cmac_hex
 
 PRINCIPAL = "dev-principal"  # gateway.dev.toml, tenant demo
 SECRET = "dev-pearson-key!"
@@ -135,7 +139,7 @@ def authenticator(
 ) -> Authenticator:
     """The gateway's Authenticator, with a fixed clock when `now` is given (window off unless
     `max_age_seconds` is given; the default window is tested on its own)."""
-    settings = PearsonSettings(max_age_seconds=max_age_seconds)
+    settings = Settings().with_section(PearsonSettings(max_age_seconds=max_age_seconds))
     if now is None:
         return Authenticator(tenants, settings)
     return Authenticator(tenants, settings, clock=lambda: now)
@@ -145,7 +149,7 @@ def authenticate(
     fields: dict[str, str], auth: Authenticator | None = None, media_type: str = FORM
 ) -> str:
     presented = Credentials(headers={}, query={}, media_type=media_type, body=form(fields))
-    return (auth or authenticator()).authenticate("pearson", Scheme.PEARSON_CMAC, presented)
+    return (auth or authenticator()).authenticate(PEARSON, presented)
 
 
 def test_a_signed_delivery_names_its_tenant() -> None:
@@ -323,7 +327,7 @@ def test_a_timestamp_in_another_shape_fails_window_or_not(max_age: float) -> Non
 def test_the_default_window_takes_72_hour_redeliveries_and_no_older() -> None:
     assert PearsonSettings().max_age_seconds == 73 * 3600
     assert PearsonSettings().max_future_seconds == 300
-    auth = Authenticator(DEMO, PearsonSettings(), clock=lambda: NOW)
+    auth = Authenticator(DEMO, Settings().with_section(PearsonSettings()), clock=lambda: NOW)
     redelivered = delivery({"eventId": "1"}, timestamp=pearson_timestamp(NOW - timedelta(hours=72)))
     assert authenticate(redelivered, auth) == "demo"
     old = delivery({"eventId": "1"}, timestamp=pearson_timestamp(NOW - timedelta(days=30)))

@@ -15,7 +15,8 @@ from gateway.pipeline import Normalized, normalize_items, split_request
 from gateway.replay import rebuild
 from gateway.schemas import SchemaSet
 from gateway.vendors.base import Inbound
-from gateway.vendors.pearson import VENDOR, decode
+from gateway.vendors.pearson import VENDOR
+from gateway.vendors.pearson.normalize import decode
 from tests.unit.test_pearson_auth import FORM, STUDENT_EXAM_COMPLETED, delivery, form
 
 SCHEMAS = SchemaSet()

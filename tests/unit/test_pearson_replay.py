@@ -17,10 +17,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway import auth
 from gateway.auth import Authenticator
 from gateway.errors import Unauthorized
-from gateway.settings import PearsonSettings
+from gateway.settings import Settings
+from gateway.vendors.pearson import signature
+from gateway.vendors.pearson.settings import PearsonSettings
 from tests.unit.test_pearson_auth import (
     DEMO,
     PRINCIPAL,
@@ -37,7 +38,7 @@ ARABIC_INDIC = str.maketrans("0123456789", "".join(chr(0x0660 + d) for d in rang
 
 def default_authenticator(now: datetime = NOW) -> Authenticator:
     """The gateway's Authenticator with the default Pearson settings and a fixed clock."""
-    return Authenticator(DEMO, PearsonSettings(), clock=lambda: now)
+    return Authenticator(DEMO, Settings().with_section(PearsonSettings()), clock=lambda: now)
 
 
 def re_split(fields: dict[str, str], stamp: str, message_id: str) -> dict[str, str]:
@@ -138,13 +139,13 @@ def test_an_unknown_principal_costs_the_same_mac_computation(
 ) -> None:
     """Timing must not tell a known principal from an unknown one: both compute one AES-CMAC."""
     calls: list[int] = []
-    real: Callable[[bytes, bytes], bytes] = auth.aes_cmac
+    real: Callable[[bytes, bytes], bytes] = signature.aes_cmac
 
     def counted(key: bytes, message: bytes) -> bytes:
         calls.append(len(message))
         return real(key, message)
 
-    monkeypatch.setattr(auth, "aes_cmac", counted)
+    monkeypatch.setattr(signature, "aes_cmac", counted)
     stamp = pearson_timestamp(NOW)
     refusal(delivery({"eventId": "1"}, secret="another-16-bytes", timestamp=stamp))
     known = list(calls)

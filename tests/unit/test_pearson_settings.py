@@ -13,6 +13,7 @@ import pytest
 
 from gateway.errors import ConfigError
 from gateway.settings import load_settings
+from gateway.vendors.pearson.settings import PearsonSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -108,14 +109,25 @@ def window_config(tmp_path: Path, lines: str) -> Path:
 def test_the_timestamp_window_is_on_by_default(tmp_path: Path) -> None:
     # Pearson redelivers for 72 h, possibly with the first timestamp: 72 h plus an hour, and
     # five minutes of a fast clock ahead.
-    pearson = load_settings(window_config(tmp_path, ""), environ={}).pearson
+    pearson = load_settings(window_config(tmp_path, ""), environ={}).section(PearsonSettings)
     assert (pearson.max_age_seconds, pearson.max_future_seconds) == (73 * 3600, 300)
 
 
 @pytest.mark.parametrize("key", ["max_age_seconds", "max_future_seconds"])
 def test_a_window_can_be_set_or_turned_off_but_not_negative(tmp_path: Path, key: str) -> None:
-    assert getattr(load_settings(window_config(tmp_path, f"{key} = 0"), {}).pearson, key) == 0
+    assert (
+        getattr(
+            load_settings(window_config(tmp_path, f"{key} = 0"), {}).section(PearsonSettings), key
+        )
+        == 0
+    )
     variable = f"GATEWAY_PEARSON_{key.upper()}"
-    assert getattr(load_settings(window_config(tmp_path, ""), {variable: "60"}).pearson, key) == 60
+    assert (
+        getattr(
+            load_settings(window_config(tmp_path, ""), {variable: "60"}).section(PearsonSettings),
+            key,
+        )
+        == 60
+    )
     with pytest.raises(ConfigError, match=f"pearson.{key} must be 0"):
         load_settings(window_config(tmp_path, f"{key} = -1"), environ={})

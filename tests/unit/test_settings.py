@@ -8,6 +8,7 @@ import pytest
 
 from gateway.errors import ConfigError
 from gateway.settings import load_settings
+from gateway.vendors.inspera.settings import InsperaSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -116,9 +117,15 @@ def test_secret_can_come_from_the_environment(tmp_path: Path) -> None:
 
 def test_list_settings_from_file_and_environment(tmp_path: Path) -> None:
     path = write(tmp_path, "[inspera]\ndownload_hosts = ['a.example', '*.b.example']\n")
-    assert load_settings(path, environ={}).inspera.download_hosts == ("a.example", "*.b.example")
+    assert load_settings(path, environ={}).section(InsperaSettings).download_hosts == (
+        "a.example",
+        "*.b.example",
+    )
     env = {"GATEWAY_INSPERA_DOWNLOAD_HOSTS": "x.example, *.y.example"}
-    assert load_settings(path, environ=env).inspera.download_hosts == ("x.example", "*.y.example")
+    assert load_settings(path, environ=env).section(InsperaSettings).download_hosts == (
+        "x.example",
+        "*.y.example",
+    )
     with pytest.raises(ConfigError, match="must be an array of strings"):
         load_settings(write(tmp_path, "[inspera]\ndownload_hosts = 'a'\n"), environ={})
 

@@ -10,15 +10,17 @@ import base64
 import hashlib
 import hmac
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from gateway.auth import Authenticator, Credentials, Scheme
+from gateway.auth import Authenticator, Credentials
 from gateway.errors import ConfigError, Unauthorized
 from gateway.settings import Credential, Tenant, load_settings
 from gateway.vendors import caliper
+from gateway.vendors.inspera import VENDOR as INSPERA
 
 NOW = datetime(2026, 11, 26, 10, 0, 0, tzinfo=UTC)
 KEY = b"the-signing-key-of-tenant-north!"
@@ -67,8 +69,9 @@ TENANTS = (
 
 def authenticate(presented: dict[str, str], body: bytes = BODY, vendor: str = "inspera") -> str:
     auth = Authenticator(TENANTS, clock=lambda: NOW)
+    # `vendor`: Inspera's scheme under that name (one without Standard Webhooks credentials).
     return auth.authenticate(
-        vendor, Scheme.INSPERA_HMAC_SHA1, Credentials(presented, {}, "application/json", body)
+        replace(INSPERA, name=vendor), Credentials(presented, {}, "application/json", body)
     )
 
 
@@ -165,7 +168,7 @@ def test_the_tolerance_is_a_setting_of_the_credential(tmp_path: Path) -> None:
     auth = Authenticator(tenants, clock=lambda: NOW)
     ts = int(NOW.timestamp()) - 3000
     presented = Credentials(headers(sign(KEY, "m", ts, BODY), "m", ts), {}, "", BODY)
-    assert auth.authenticate("caliper", Scheme.BEARER_OR_RAW, presented) == "a"
+    assert auth.authenticate(caliper.VENDOR, presented) == "a"
 
 
 def test_a_caliper_401_names_bearer_but_a_refused_signature_names_no_scheme() -> None:
@@ -186,7 +189,7 @@ def test_a_caliper_401_names_bearer_but_a_refused_signature_names_no_scheme() ->
         "signature": headers(sign(OTHER_KEY, "msg_1", ts, BODY), "msg_1"),
     }.items():
         with pytest.raises(Unauthorized) as error:
-            auth.authenticate("caliper", Scheme.BEARER_OR_RAW, Credentials(presented, {}, "", BODY))
+            auth.authenticate(caliper.VENDOR, Credentials(presented, {}, "", BODY))
         refused[name] = error.value
     assert caliper.VENDOR.render_error(refused["bearer"]).headers == {"www-authenticate": "Bearer"}
     assert caliper.VENDOR.render_error(refused["signature"]).headers == {}

@@ -3,7 +3,7 @@
 Contract (docs/vendor-contracts.md §4): JSON webhooks signed with `X-Inspera-Signature` (hex
 HMAC-SHA1 of the raw body), answered 200 within 10 s; anything else is retried 3 times. The
 payload is thin (`{contextObjectId, event, timestamp}`); `event_by_candidates_export_finished`
-also names a pre-signed URL of the test-events export, which `gateway.components.inspera`
+also names a pre-signed URL of the test-events export, which `gateway.vendors.inspera.exports`
 downloads in the background and feeds back through `export_items` and `ExportParser` here.
 
 Pure: no I/O. Pre-signed URLs are bearer secrets: `split` moves every URL of a webhook out of the
@@ -19,7 +19,6 @@ from typing import Any, Final
 
 import ijson
 
-from gateway.auth import Scheme
 from gateway.canonical import (
     CanonicalEvent,
     EventType,
@@ -30,7 +29,7 @@ from gateway.canonical import (
 )
 from gateway.errors import MalformedPayload, UnsupportedMediaType
 from gateway.limits import InvalidJson, loads_json
-from gateway.vendors.base import Inbound, Item, Reply, Vendor, redact_url_queries
+from gateway.vendors.base import Inbound, Item
 
 NAME: Final = "inspera"
 EXPORT_FINISHED: Final = "event_by_candidates_export_finished"
@@ -430,17 +429,3 @@ def _id_text(value: Any) -> str | None:
         return str(int(value)) if value.is_integer() else repr(value)
     text = str(value).strip()
     return text or None
-
-
-VENDOR: Final = Vendor(
-    name=NAME,
-    path="/v1/inspera/webhooks",
-    auth=Scheme.INSPERA_HMAC_SHA1,
-    schema_file="inspera.schema.json",
-    item_schemas=(WEBHOOK_SCHEMA, EXPORT_EVENT_SCHEMA, EXPORT_CANDIDATE_SCHEMA),
-    decode=decode,
-    split=split,
-    normalize=normalize,
-    success=Reply(200),
-    redact_body=redact_url_queries,
-)

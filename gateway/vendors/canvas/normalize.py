@@ -7,7 +7,7 @@ Canvas browser), a Rack-nested form (`quiz_submission_events[][event_type]=...`)
 each event's type). Bearer token or Canvas's `access_token` parameter; exactly 204 with an empty
 body on success, a missing array included; errors as Canvas renders them
 (`{"errors":[{"message":...}]}`). Canvas validates nothing: unknown event types are published as
-`edu.activity.generic`. The quiz log (GET) is served by `gateway.components.canvas`.
+`edu.activity.generic`. The quiz log (GET) is served by `gateway.vendors.canvas.quiz_log`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from gateway.auth import FORM, Scheme
+from gateway.auth import FORM
 from gateway.canonical import (
     CanonicalEvent,
     EventType,
@@ -37,7 +37,7 @@ from gateway.errors import (
     UnsupportedMediaType,
 )
 from gateway.limits import MAX_FORM_FIELDS, InvalidJson, UnsafePayload, loads_json
-from gateway.vendors.base import Inbound, Item, Reply, Vendor, redact_form_fields
+from gateway.vendors.base import Inbound, Item, Reply
 
 NAME: Final = "canvas"
 PATH: Final = "/api/v1/courses/{course_id}/quizzes/{quiz_id}/submissions/{id}/events"
@@ -403,20 +403,3 @@ def render_error(error: GatewayError) -> Reply:
         errors = [{"message": error.message}]
         errors.extend({"message": e.message, "pointer": e.path} for e in error.errors)
     return Reply(error.status, orjson.dumps({"errors": errors}), "application/json", headers)
-
-
-VENDOR: Final = Vendor(
-    name=NAME,
-    path=PATH,
-    auth=Scheme.BEARER_OR_ACCESS_TOKEN,
-    schema_file="canvas.schema.json",
-    envelope_schema=BATCH_SCHEMA,
-    item_schemas=(EVENT_SCHEMA, FLAT_EVENT_SCHEMA),
-    decode=decode,
-    split=split,
-    normalize=normalize,
-    success=Reply(204),
-    render_error=render_error,
-    redact_body=redact_form_fields("access_token"),
-    media_types=("application/json", "application/x-www-form-urlencoded"),
-)

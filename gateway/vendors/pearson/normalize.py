@@ -3,7 +3,7 @@
 Contract (docs/vendor-contracts.md §3): one message per POST, `application/x-www-form-urlencoded`
 with DELIVERY-ATTEMPT-ID, MESSAGE-ID, MESSAGE-TYPE, AUTHORIZATION, PAYLOAD (the event JSON as a
 string), PAYLOAD-CONTENT-TYPE and optionally AUTHORIZATION-DELIMITER; signed with AES-CMAC in the
-AUTHORIZATION field (`Scheme.PEARSON_CMAC`). Success is 200 with an empty body, and anything else
+AUTHORIZATION field (`signature.py`). Success is 200 with an empty body, and anything else
 makes Pearson redeliver for 72 hours. So once a delivery is authenticated nothing about its content
 earns a 4xx: a payload that is not JSON, breaks the schema or has a message type the gateway does
 not normalize is dead-lettered (with the message id and type, for replay) and answered 200.
@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
-from gateway.auth import FORM, Scheme, form_fields
+from gateway.auth import FORM, form_fields
 from gateway.canonical import (
     CanonicalEvent,
     EventType,
@@ -25,7 +25,7 @@ from gateway.canonical import (
 )
 from gateway.errors import NormalizeError, UnsupportedMediaType
 from gateway.limits import InvalidJson, UnsafePayload, loads_json
-from gateway.vendors.base import Inbound, Item, Reply, Vendor, redact_form_fields
+from gateway.vendors.base import Inbound, Item
 
 NAME: Final = "pearson"
 STUDENT_EXAM_COMPLETED: Final = "pearson.ls.assessment.studentexam.completed"
@@ -216,21 +216,3 @@ def _comment(value: Any) -> str | None:
 
 def _time(value: Any, path: str) -> str | None:
     return normalize_time(value, path) if isinstance(value, str) and value else None
-
-
-VENDOR: Final = Vendor(
-    name=NAME,
-    path="/v1/pearson/eventing",
-    auth=Scheme.PEARSON_CMAC,
-    schema_file="pearson.schema.json",
-    item_schemas=(MESSAGE_SCHEMA,),
-    decode=decode,
-    split=split,
-    normalize=normalize,
-    success=Reply(200),
-    # A non-200 makes Pearson redeliver a poison message for 72 h: an authenticated body that
-    # cannot be decoded is dead-lettered whole and answered 200 too.
-    accept_malformed=True,
-    redact_body=redact_form_fields("AUTHORIZATION"),
-    media_types=(FORM,),
-)

@@ -38,13 +38,13 @@ import structlog
 from gateway.canonical import NormalizeContext
 from gateway.errors import BrokerUnavailable
 from gateway.pipeline import Pipeline, RequestStats
-from gateway.settings import InsperaSettings, Settings
+from gateway.settings import Settings
 from gateway.sqlite_store import SqliteStore
 from gateway.vendors.base import ExtraRoute, Item
-from gateway.vendors.inspera import (
+from gateway.vendors.inspera import VENDOR
+from gateway.vendors.inspera.normalize import (
     EXPORT_FINISHED,
     NAME,
-    VENDOR,
     ExportParser,
     InvalidExport,
     download_url,
@@ -52,6 +52,7 @@ from gateway.vendors.inspera import (
     webhook_event,
     webhook_object_id,
 )
+from gateway.vendors.inspera.settings import InsperaSettings
 
 JOBS_FILE: Final = "inspera-exports.sqlite3"
 DOWNLOADS_DIR: Final = "inspera-downloads"
@@ -222,7 +223,7 @@ class ExportIngester:
     def __init__(self, settings: Settings, pipeline: Pipeline) -> None:
         self._settings = settings
         self._pipeline = pipeline
-        self._downloader = ExportDownloader(settings.inspera)
+        self._downloader = ExportDownloader(settings.section(InsperaSettings))
         self.spool_dir = Path(settings.server.state_dir) / DOWNLOADS_DIR
 
     async def ingest(
@@ -277,7 +278,7 @@ class ExportIngester:
                 for candidate in candidates:
                     batch.extend(export_items(test_id, candidate, index, created))
                     index += 1
-                    if len(batch) >= self._settings.inspera.publish_batch:
+                    if len(batch) >= self._settings.section(InsperaSettings).publish_batch:
                         await self._flush(batch, ctx, result, total, progress)
                 if not chunk:
                     break
@@ -468,7 +469,7 @@ class InsperaComponent:
     vendor = NAME
 
     def __init__(self, settings: Settings, pipeline: Pipeline) -> None:
-        self._settings = settings
+        self._settings = settings.section(InsperaSettings)
         self._ingester = ExportIngester(settings, pipeline)
         self.jobs = ExportJobs(Path(settings.server.state_dir) / JOBS_FILE)
         self._wake = asyncio.Event()
@@ -480,7 +481,7 @@ class InsperaComponent:
         for name in ("httpx", "httpcore"):
             logging.getLogger(name).setLevel(logging.WARNING)
         self.jobs.open()
-        self.jobs.purge(self._settings.inspera.job_retention_seconds)
+        self.jobs.purge(self._settings.job_retention_seconds)
         spool = self._ingester.spool_dir
         if spool.is_dir():
             for leftover in spool.glob("*.part"):
@@ -510,14 +511,14 @@ class InsperaComponent:
             test_id = webhook_object_id(item)
             if webhook_event(item) != EXPORT_FINISHED or item.identity is None or not test_id:
                 continue  # other events, or an invalid notification (dead-lettered)
-            url = download_url(item, self._settings.inspera.url_keys)
+            url = download_url(item, self._settings.url_keys)
             if url is None:
                 log.warning(
                     "inspera_export_url_missing",
                     tenant=tenant,
                     test_id=test_id,
                     request_id=request_id,
-                    url_keys=list(self._settings.inspera.url_keys),
+                    url_keys=list(self._settings.url_keys),
                 )
                 continue
             key = f"{tenant}|{item.identity}"
@@ -583,7 +584,7 @@ class InsperaComponent:
             result.log_ingested(attempts=job.attempts, **fields)
 
     def _failed(self, claimed: ExportJob, reason: str, retryable: bool, **fields: object) -> None:
-        settings = self._settings.inspera
+        settings = self._settings
         if retryable and claimed.attempts < settings.max_attempts:
             delay = backoff_seconds(claimed.attempts, settings)
             self.jobs.retry(claimed.key, reason, delay)

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import orjson
 
-from gateway.auth import Scheme, SignatureRefused
+from gateway.auth import SignatureRefused
 from gateway.canonical import (
     CanonicalEvent,
     EventType,
@@ -40,7 +40,7 @@ from gateway.errors import (
 )
 from gateway.limits import InvalidJson, loads_json
 from gateway.settings import Settings
-from gateway.vendors.base import Inbound, Item, Reply, Vendor, problem_reply
+from gateway.vendors.base import Inbound, Item, Reply, problem_reply
 
 NAME: Final = "caliper"
 DATA_VERSIONS: Final = {
@@ -517,6 +517,8 @@ def describe(settings: Settings) -> Reply:
     """Caliper 1.2 endpoint configuration, answered on GET.
 
     Both spellings: the HTML spec writes camelCase, IMS's fixture and caliper-python snake_case.
+    The maximum payload size is `server.max_body_bytes` (4 MiB by default: Blackboard's batches
+    run to a few hundred KB, and Caliper's own example endpoint says 512 KB).
     """
     config = {
         "caliperSupportedVersions": list(DATA_VERSIONS),
@@ -527,19 +529,3 @@ def describe(settings: Settings) -> Reply:
         "caliper_supported_extensions": {},
     }
     return Reply(200, orjson.dumps(config), "application/json")
-
-
-VENDOR: Final = Vendor(
-    name=NAME,
-    path="/v1/caliper",
-    auth=Scheme.BEARER_OR_RAW,
-    schema_file="caliper.schema.json",
-    envelope_schema="envelope",
-    item_schemas=(EVENT_SCHEMA, ENTITY_SCHEMA),
-    decode=decode,
-    split=split,
-    normalize=normalize,
-    success=Reply(200),
-    render_error=render_error,
-    describe=describe,
-)

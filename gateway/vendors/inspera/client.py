@@ -7,6 +7,9 @@ in a header named `code`, answering `{access_token, expires_in}`), the export's 
 `GET /v1/test/{testId}/events`, whose later calls with the `jobId` answer status, progress and,
 once done, a pre-signed URL. Every path, parameter, field and status name is therefore a setting
 of `InsperaSettings`, read here only. The API key, the token and the URL are never printed.
+
+`gateway inspera export` (gateway/vendors/inspera/commands.py) runs `export_command` with the
+settings loaded and the logs set up; the export is published through the pipeline it is given.
 """
 
 from __future__ import annotations
@@ -23,13 +26,12 @@ from typing import Any, Final, Self, TextIO
 import httpx
 import structlog
 
-from gateway.components.inspera import DownloadError, ExportIngester, IngestResult
 from gateway.errors import BrokerUnavailable, ConfigError
-from gateway.observability import configure_logging
-from gateway.pipeline import Pipeline
-from gateway.publisher import Publisher
-from gateway.settings import InsperaSettings, Settings, load_settings
-from gateway.vendors.inspera import InvalidExport
+from gateway.settings import Settings
+from gateway.vendors.base import CommandContext
+from gateway.vendors.inspera.exports import DownloadError, ExportIngester, IngestResult
+from gateway.vendors.inspera.normalize import NAME, InvalidExport
+from gateway.vendors.inspera.settings import InsperaSettings
 
 # A token is renewed this long before Inspera says it expires.
 _TOKEN_MARGIN_SECONDS: Final = 60.0
@@ -270,7 +272,7 @@ def _amount(value: float, unit: str) -> str:
 
 
 async def export_test(
-    settings: Settings,
+    context: CommandContext,
     test_id: str,
     tenant: str,
     bar: ProgressBar,
@@ -280,36 +282,35 @@ async def export_test(
 
     Raises InsperaApiError, DownloadError, InvalidExport or BrokerUnavailable.
     """
+    settings = context.settings
+    inspera = settings.section(InsperaSettings)
     env = os.environ if environ is None else environ
-    api_key = env.get(settings.inspera.api_key_env, "")
+    api_key = env.get(inspera.api_key_env, "")
     if not api_key:
         raise ConfigError(
-            f"the Inspera API key is read from ${settings.inspera.api_key_env}, which is not set"
+            f"the Inspera API key is read from ${inspera.api_key_env}, which is not set"
         )
-    async with InsperaClient(settings.inspera, api_key) as client:
+    async with InsperaClient(inspera, api_key) as client:
         status = await client.wait_for_export(
             test_id, lambda s: bar.update("export job", s.progress or 0.0, 100.0, "%")
         )
     bar.finish()
     assert status.url is not None  # noqa: S101  # wait_for_export returns only with a URL
-    # The CLI waits for Kafka's own acknowledgement: no spool, which belongs to the server.
-    publisher = Publisher(settings.kafka, settings.server)
-    pipeline = Pipeline.for_settings(settings, publisher)
-    await publisher.start()
-    try:
-        ingester = ExportIngester(settings, pipeline)
-        result = await ingester.ingest(
-            tenant,
-            test_id,
-            status.url,
-            f"inspera-export-{status.job_id}",
-            lambda stage, done, total: bar.update(
-                stage, done, total, "B" if stage == "downloading" else ""
-            ),
-        )
-    finally:
-        bar.finish()
-        await publisher.stop()
+    # The command waits for Kafka's own acknowledgement: no spool, which belongs to the server.
+    async with context.publishing() as pipeline:
+        try:
+            ingester = ExportIngester(settings, pipeline)
+            result = await ingester.ingest(
+                tenant,
+                test_id,
+                status.url,
+                f"inspera-export-{status.job_id}",
+                lambda stage, done, total: bar.update(
+                    stage, done, total, "B" if stage == "downloading" else ""
+                ),
+            )
+        finally:
+            bar.finish()
     result.log_ingested(tenant=tenant, test_id=test_id, job=status.job_id)
     return result
 
@@ -330,7 +331,7 @@ def describe_error(error: BaseException) -> str:
 def default_tenant(settings: Settings) -> str:
     """The tenant an export is published for when none is named: the one with Inspera
     credentials, if there is exactly one."""
-    owners = [t.name for t in settings.tenants if any(c.vendor == "inspera" for c in t.credentials)]
+    owners = [t.name for t in settings.tenants if any(c.vendor == NAME for c in t.credentials)]
     if len(owners) != 1:
         raise ConfigError(
             "name the tenant to publish the export for (--tenant): "
@@ -339,14 +340,14 @@ def default_tenant(settings: Settings) -> str:
     return owners[0]
 
 
-def export_command(test_id: str, tenant: str | None, progress: bool) -> int:
+def export_command(
+    context: CommandContext, test_id: str, tenant: str | None, progress: bool
+) -> int:
     """`gateway inspera export`: 0 when the export was ingested, 1 when it could not be."""
-    settings = load_settings()
-    configure_logging(settings.logging)
     bar = ProgressBar(sys.stderr, enabled=progress)
-    name = tenant or default_tenant(settings)
+    name = tenant or default_tenant(context.settings)
     try:
-        result = asyncio.run(export_test(settings, test_id, name, bar))
+        result = asyncio.run(export_test(context, test_id, name, bar))
     except EXPORT_ERRORS as error:
         print(f"gateway: {describe_error(error)}", file=sys.stderr)
         return 1

@@ -1,11 +1,11 @@
 """Canvas's quiz log: the read model behind `GET .../submissions/{id}/events`, and the three
 GETs canvasapi walks through to reach a quiz submission.
 
-A Kafka consumer reads the canonical topic (every partition, so it sees what every gateway
-instance published), keeps the Canvas records and stores them in SQLite under
-`server.state_dir`, with the consumed offsets in the same transaction: a restart resumes exactly
-where the last committed batch ended, and rows are idempotent by canonical record id (a record
-that reaches Kafka twice is stored once).
+A topic follower (gateway/topic_follower.py) reads the canonical topic (every partition, so it
+sees what every gateway instance published), keeps the Canvas records and stores them in SQLite
+under `server.state_dir`, with the consumed offsets in the same transaction: a restart resumes
+exactly where the last committed batch ended, and rows are idempotent by canonical record id (a
+record that reaches Kafka twice is stored once).
 
 Every number a GET reads from its path or query is bounded before it reaches SQLite or a JSON
 answer (64 bits both): a page beyond that is a 400, an id no Canvas id can be a 404, in Canvas's
@@ -13,15 +13,10 @@ error format like every other error of these routes. Pagination links are built 
 `server.public_url`, never from the `Host` a request claims (see `link_base`).
 
 A GET right after a 204 must see its events. The POST's records were acknowledged by Kafka
-before the 204, so the topic's end offsets already cover them: a GET asks Kafka for the end
-offsets and waits (at most `canvas.quiz_log_wait_seconds`) until the consumer has stored
-everything before them. This also holds when the POST went to another gateway instance, which
-an `accepted` hook could not see.
-
-The consumer is librdkafka's (confluent-kafka), run in a thread of its own with its own SQLite
-connection: fetching, decompressing and parsing every record of the topic costs the event loop
-nothing (with aiokafka's consumer on the loop it cost about a fifth of a worker's time under
-load, bench/RESULTS.md). It tells the loop how far it got after each batch.
+before the 204, so the topic's end offsets already cover them: a GET waits (at most
+`canvas.quiz_log_wait_seconds`) until the follower has stored everything before them. This also
+holds when the POST went to another gateway instance, which an `accepted` hook could not see.
+The follower writes through a SQLite connection of its own, on its own thread.
 """
 
 from __future__ import annotations
@@ -29,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import math
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,14 +34,14 @@ from urllib.parse import quote, urlsplit
 
 import orjson
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from gateway.errors import GatewayError, NotFound
-from gateway.kafka_security import librdkafka_connection
 from gateway.settings import Settings
 from gateway.sqlite_store import SqliteStore
-from gateway.vendors import canvas
+from gateway.topic_follower import TopicFollower
 from gateway.vendors.base import ExtraRoute, Inbound, Item, Reply
+from gateway.vendors.canvas import normalize as canvas
+from gateway.vendors.canvas.settings import CanvasSettings
 
 FILE_NAME: Final = "canvas-quiz-log.sqlite3"
 API: Final = "/api/v1"
@@ -65,17 +59,6 @@ _WILDCARD_HOSTS: Final = frozenset({"", "0.0.0.0", "::"})  # noqa: S104  # compa
 ATTEMPT_START: Final = "submission_created"
 # Cheap pre-filter: canonical records are compact orjson, so a Canvas record holds this.
 _CANVAS_MARK: Final = b'"vendor":"canvas"'
-_POLL_SECONDS: Final = 0.2
-_OFFSETS_EVERY_SECONDS: Final = 5.0
-_PARTITIONS_EVERY_SECONDS: Final = 10.0
-_BATCH_RECORDS: Final = 1000
-# Fetches wait for 64 KiB or 100 ms: under load, a few large fetches instead of one per produce
-# request (each costs the broker and this process).
-_FETCH_MIN_BYTES: Final = 64 * 1024
-_FETCH_MAX_WAIT_MS: Final = 100
-_KAFKA_TIMEOUT_SECONDS: Final = 5.0
-_MIN_BACKOFF_SECONDS: Final = 0.5
-_MAX_BACKOFF_SECONDS: Final = 5.0
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- consumption order: ties of created_at
@@ -420,26 +403,25 @@ def _json(body: Any) -> Reply:
 
 
 class CanvasQuizLog:
-    """The quiz log component: consumer, SQLite store and the Canvas GET routes."""
+    """The quiz log component: topic follower, SQLite store and the Canvas GET routes."""
 
     vendor = canvas.NAME
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        path = settings.canvas.quiz_log_path or str(Path(settings.server.state_dir) / FILE_NAME)
+        self._canvas = settings.section(CanvasSettings)
+        path = self._canvas.quiz_log_path or str(Path(settings.server.state_dir) / FILE_NAME)
         self.store = QuizLogStore(Path(path))
-        self._topic = settings.kafka.canonical_topic
         self._executor: ThreadPoolExecutor | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
-        # While the consumer runs: a second client that only asks for end offsets (on the
-        # reader's own handle, such a query waits behind its long-polling fetch).
-        self._ends: Any = None
-        self._positions: dict[int, int] = {}  # partition -> next offset consumed
-        self._moved: asyncio.Future[None] | None = None  # done when the positions move next
-        self._running = asyncio.Event()  # set while the consumer runs
-        self._ran = False  # the current consumer got as far as consuming (its thread only)
+        self._follower = TopicFollower(
+            settings.kafka,
+            settings.kafka.canonical_topic,
+            name="quiz_log",
+            client="canvas-quiz-log",
+            parse=_event_of,
+            # The follower's thread writes through a connection of its own.
+            store=lambda: QuizLogStore(self.store.path),
+        )
 
     async def start(self) -> None:
         server = self._settings.server
@@ -448,21 +430,13 @@ class CanvasQuizLog:
             # canvasapi cannot follow past the first page.
             log.warning("canvas_links_relative", hint="set server.public_url")
         # One thread owns the SQLite connection of the GETs: no call blocks the event loop,
-        # none overlaps. The consumer's thread writes through a connection of its own.
+        # none overlaps.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="canvas-quiz-log")
         await self._db(self.store.open)
-        self._loop = asyncio.get_running_loop()
-        self._stopping.clear()
-        self._thread = threading.Thread(
-            target=self._run, name="canvas-quiz-log-consumer", daemon=True
-        )
-        self._thread.start()
+        self._follower.start()
 
     async def stop(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join)
-            self._thread = None
+        await self._follower.stop()
         if self._executor is not None:
             await self._db(self.store.close)
             self._executor.shutdown()
@@ -477,191 +451,16 @@ class CanvasQuizLog:
         )
 
     async def accepted(self, tenant: str, items: Sequence[Item], request_id: str) -> None:
-        """Nothing to do: GETs wait for the consumer instead (see the module docstring)."""
+        """Nothing to do: GETs wait for the follower instead (see the module docstring)."""
 
     async def _db(self, call: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
             raise RuntimeError("the quiz log is not started")
         return await asyncio.get_running_loop().run_in_executor(self._executor, call, *args)
 
-    # --- the consumer (its own thread) ------------------------------------------------------
-
-    def _run(self) -> None:
-        store = QuizLogStore(self.store.path)
-        store.open()
-        backoff = _MIN_BACKOFF_SECONDS
-        try:
-            while not self._stopping.is_set():
-                self._ran = False
-                try:
-                    self._consume(store)
-                except Exception as exc:  # the log must outlive a broker outage or a bad batch
-                    # A consumer that ran before failing starts over quickly; one that cannot
-                    # even start backs off.
-                    if self._ran:
-                        backoff = _MIN_BACKOFF_SECONDS
-                    log.warning("quiz_log_consumer_failed", error=repr(exc), retry_in=backoff)
-                    self._stopping.wait(backoff)
-                    backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
-        finally:
-            store.close()
-
-    def _consume(self, store: QuizLogStore) -> None:
-        # No group membership (assign, never subscribe; nothing committed to Kafka): every
-        # instance reads every partition and keeps its offsets in SQLite.
-        consumer = self._client(
-            **{"fetch.min.bytes": _FETCH_MIN_BYTES, "fetch.wait.max.ms": _FETCH_MAX_WAIT_MS}
-        )
-        ends = self._client()
-        try:
-            partitions = self._partitions(consumer)
-            stored = self._forget_offsets_past_the_end(
-                consumer, store, partitions, store.offsets(self._topic)
-            )
-            consumer.assign(
-                [
-                    TopicPartition(self._topic, p, stored.get(p, OFFSET_BEGINNING))
-                    for p in partitions
-                ]
-            )
-            resumed = {str(partition): offset for partition, offset in stored.items()}
-            log.info("quiz_log_started", topic=self._topic, resumed_from=resumed)
-            positions = {p: stored.get(p, 0) for p in partitions}
-            self._ends = ends
-            self._tell_loop(self._started, dict(positions))
-            self._ran = True
-            persisted, persisted_at = dict(stored), time.monotonic()
-            checked_at = persisted_at
-            while not self._stopping.is_set():
-                events = self._read_batch(consumer, positions)
-                now = time.monotonic()
-                if now - checked_at > _PARTITIONS_EVERY_SECONDS:
-                    checked_at = now
-                    added = sorted(set(self._partitions(consumer)) - set(positions))
-                    if added:  # partitions added to the topic since
-                        consumer.incremental_assign(
-                            [TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in added]
-                        )
-                        positions.update(dict.fromkeys(added, 0))
-                changed = {p: o for p, o in positions.items() if persisted.get(p) != o}
-                # The topic carries every vendor's records: batches without Canvas events only
-                # move offsets, which are written at most every few seconds (re-reading a few
-                # after a restart is harmless: rows are idempotent by record id).
-                if events or (changed and now - persisted_at > _OFFSETS_EVERY_SECONDS):
-                    store.apply(self._topic, events, changed)
-                    persisted.update(changed)
-                    persisted_at = now
-                self._tell_loop(self._advanced, dict(positions))
-        finally:
-            self._ends = None
-            self._tell_loop(self._stopped)
-            consumer.close()
-            ends.close()
-
-    def _client(self, **options: Any) -> Any:
-        kafka = self._settings.kafka
-        return Consumer(
-            {
-                **librdkafka_connection(kafka, f"{kafka.client_id}-canvas-quiz-log"),
-                "group.id": f"{kafka.client_id}-canvas-quiz-log",  # required, never joined
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                **options,
-            }
-        )
-
-    def _read_batch(self, consumer: Any, positions: dict[int, int]) -> list[LoggedEvent]:
-        events: list[LoggedEvent] = []
-        for message in consumer.consume(_BATCH_RECORDS, _POLL_SECONDS):
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:  # librdkafka's name
-                    continue
-                raise KafkaException(error)
-            positions[message.partition()] = message.offset() + 1
-            event = _event_of(message.value())
-            if event is not None:
-                events.append(event)
-        return events
-
-    def _partitions(self, consumer: Any) -> list[int]:
-        topics = consumer.list_topics(self._topic, timeout=_KAFKA_TIMEOUT_SECONDS).topics
-        found = topics.get(self._topic)
-        if found is None or found.error is not None or not found.partitions:
-            raise KafkaException(f"topic {self._topic} is not there (yet)")
-        return sorted(found.partitions)
-
-    def _forget_offsets_past_the_end(
-        self, consumer: Any, store: QuizLogStore, partitions: list[int], stored: dict[int, int]
-    ) -> dict[int, int]:
-        """Stored offsets beyond a partition's end mean the topic is not the one they were
-        read from (recreated, a new cluster, the in-memory dev broker restarted): read it
-        again from its beginning rather than skip what it holds (rows stay idempotent by id)."""
-        stale = []
-        for partition in partitions:
-            _, end = consumer.get_watermark_offsets(
-                TopicPartition(self._topic, partition), timeout=_KAFKA_TIMEOUT_SECONDS
-            )
-            if stored.get(partition, 0) > end:
-                stale.append(partition)
-        if stale:
-            log.warning("quiz_log_offsets_reset", topic=self._topic, partitions=stale)
-            store.forget_offsets(self._topic, stale)
-        return {p: o for p, o in stored.items() if p not in stale}
-
-    def _tell_loop(self, call: Callable[..., Any], *args: Any) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(call, *args)
-
-    def _started(self, positions: dict[int, int]) -> None:
-        self._running.set()
-        self._advanced(positions)
-
-    def _advanced(self, positions: dict[int, int]) -> None:
-        if positions != self._positions:
-            self._positions = positions
-            moved, self._moved = self._moved, None
-            if moved is not None and not moved.done():
-                moved.set_result(None)
-
-    def _stopped(self) -> None:
-        self._running.clear()
-
-    async def _positions_reach(self, targets: Mapping[int, int]) -> None:
-        while not all(self._positions.get(p, 0) >= e for p, e in targets.items()):
-            if self._moved is None:
-                self._moved = asyncio.get_running_loop().create_future()
-            await asyncio.shield(self._moved)
-
     async def caught_up(self) -> bool:
         """Wait (bounded) until the store holds every record before the topic's end offsets."""
-        wait = self._settings.canvas.quiz_log_wait_seconds
-        if wait <= 0:
-            return False
-        try:
-            async with asyncio.timeout(wait):
-                await self._running.wait()
-                ends = self._ends
-                if ends is None:  # stopped meanwhile
-                    return False
-                targets = await asyncio.to_thread(self._end_offsets, ends, wait)
-                await self._positions_reach(targets)
-        except TimeoutError:
-            log.warning("quiz_log_lagging", waited_seconds=wait)
-            return False
-        except (KafkaException, RuntimeError) as exc:  # RuntimeError: closed meanwhile
-            log.warning("quiz_log_end_offsets_failed", error=repr(exc))
-            return False
-        return True
-
-    def _end_offsets(self, ends: Any, seconds: float) -> dict[int, int]:
-        targets = {}
-        for partition in list(self._positions):
-            where = TopicPartition(self._topic, partition)
-            _, end = ends.get_watermark_offsets(where, timeout=seconds)
-            targets[partition] = int(end)
-        return targets
+        return await self._follower.caught_up(self._canvas.quiz_log_wait_seconds)
 
     # --- the routes -------------------------------------------------------------------------
 

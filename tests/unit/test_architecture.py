@@ -1,0 +1,258 @@
+"""One package per vendor (issue #14): the shared modules name no vendor, and a vendor package
+leaves HTTP, Kafka and the logs to them.
+
+1. A shared module (every module under gateway/ outside a vendor package `gateway/vendors/<name>/`)
+   imports no vendor package and names no vendor: no built-in vendor's name, nor any registered
+   vendor's, as a word in any case, in code, strings, comments or docstrings. The registry
+   (gateway/vendors/__init__.py) may name them in its list of built-in packages only, one line each.
+2. A vendor package imports neither Starlette, uvicorn, a Kafka client (aiokafka, confluent_kafka)
+   nor the logger setup. The logger setup is what decides where log lines go and how they look:
+   `gateway.observability` (configure_logging, and the metrics beside it), `structlog.configure`,
+   `logging.basicConfig` and `logging.config`. A module logger (`structlog.get_logger(...)`) is
+   allowed, and so is quieting a library's logger that would log a secret.
+
+Imports are read from the syntax tree (relative ones resolved, `from a import b` read as `a.b`
+too), not by grepping, so that a docstring mentioning a module is no import. The checkers run on
+the real tree and, to show they catch what they are for, on deliberately bad modules.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.vendors import BUILT_IN, registry
+
+ROOT = Path(__file__).resolve().parents[2]
+GATEWAY = ROOT / "gateway"
+VENDORS = GATEWAY / "vendors"
+REGISTRY = VENDORS / "__init__.py"
+BUILT_IN_NAMES = frozenset({"caliper", "canvas", "inspera", "pearson"})
+FORBIDDEN_IN_VENDORS = (
+    "starlette",
+    "uvicorn",
+    "aiokafka",
+    "confluent_kafka",
+    "gateway.observability",
+)
+LOGGER_SETUP_CALLS = ("structlog.configure", "structlog.configure_once", "logging.basicConfig")
+# A line of the registry's list of built-in vendor packages.
+REGISTRY_LINE = re.compile(r'\s*"gateway\.vendors\.\w+",\s*')
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported(source: str, module: str, is_package: bool = False) -> Iterator[tuple[int, str]]:
+    """(line, module) of every import of `source` (the module `module`): `from a import b` is
+    both `a` and `a.b` (b may be a module); relative imports are resolved."""
+    package = module if is_package else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, *([base] if base else [])])
+            yield node.lineno, base
+            for alias in node.names:
+                yield node.lineno, f"{base}.{alias.name}"
+
+
+def is_under(name: str, modules: Iterable[str]) -> str | None:
+    """The module of `modules` that `name` is or is inside of."""
+    return next((m for m in modules if name == m or name.startswith(m + ".")), None)
+
+
+def vendor_packages() -> list[Path]:
+    return sorted(p.parent for p in VENDORS.glob("*/__init__.py"))
+
+
+def vendor_names() -> frozenset[str]:
+    """The built-in vendors, every registered one and every vendor package's folder."""
+    return BUILT_IN_NAMES | set(registry()) | {p.name for p in vendor_packages()}
+
+
+def shared_module_problems(
+    source: str, module: str, vendors: Iterable[str], *, is_package: bool = False
+) -> list[str]:
+    """What makes `source` not a shared module: vendor packages it imports, vendors it names
+    (outside the registry's list of built-in packages, for the registry)."""
+    names = {name.lower() for name in vendors}
+    problems = []
+    for line, name in imported(source, module, is_package):
+        inside = name.removeprefix("gateway.vendors.").partition(".")[0]
+        if name.startswith("gateway.vendors.") and inside.lower() in names:
+            problems.append(f"line {line} imports the vendor package gateway.vendors.{inside}")
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, sorted(names))) + r")\b", re.IGNORECASE)
+    registry_file = module == "gateway.vendors"
+    for number, text in enumerate(source.splitlines(), 1):
+        if registry_file and REGISTRY_LINE.fullmatch(text):
+            continue  # the registry's list: one line per built-in vendor
+        problems += [f"line {number} names {found.group(0)!r}" for found in pattern.finditer(text)]
+    return problems
+
+
+def vendor_module_problems(source: str, module: str, *, is_package: bool = False) -> list[str]:
+    """What a module of a vendor package must not do: import HTTP, Kafka or the logger setup."""
+    problems = []
+    for line, name in imported(source, module, is_package):
+        forbidden = is_under(name, FORBIDDEN_IN_VENDORS)
+        if forbidden is not None:
+            problems.append(f"line {line} imports {forbidden}")
+        if is_under(name, ("logging.config",)):
+            problems.append(f"line {line} imports logging.config (the logger setup)")
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and ast.unparse(node.func) in LOGGER_SETUP_CALLS:
+            problems.append(f"line {node.lineno} calls {ast.unparse(node.func)} (the logger setup)")
+    return list(dict.fromkeys(problems))
+
+
+def shared_modules() -> list[Path]:
+    inside_vendor = {p for package in vendor_packages() for p in package.rglob("*.py")}
+    return sorted(p for p in GATEWAY.rglob("*.py") if p not in inside_vendor)
+
+
+# --- the tree as it is ---------------------------------------------------------------------------
+
+
+def test_there_are_shared_modules_and_vendor_packages_to_check() -> None:
+    shared = {module_name(p) for p in shared_modules()}
+    assert {"gateway.auth", "gateway.settings", "gateway.privacy", "gateway.cli"} <= shared
+    assert {"gateway.vendors", "gateway.vendors.base", "gateway.app"} <= shared
+    assert {p.name for p in vendor_packages()} == BUILT_IN_NAMES
+    assert not (GATEWAY / "components").exists()
+
+
+@pytest.mark.parametrize("path", shared_modules(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_a_shared_module_imports_no_vendor_package_and_names_no_vendor(path: Path) -> None:
+    source = path.read_text(encoding="utf-8")
+    module = module_name(path)
+    problems = shared_module_problems(
+        source, module, vendor_names(), is_package=path.name == "__init__.py"
+    )
+    assert not problems, f"{path.relative_to(ROOT)}: {problems}"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for package in vendor_packages() for p in sorted(package.rglob("*.py"))],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_a_vendor_package_imports_no_http_no_kafka_client_and_no_logger_setup(path: Path) -> None:
+    problems = vendor_module_problems(
+        path.read_text(encoding="utf-8"), module_name(path), is_package=path.name == "__init__.py"
+    )
+    assert not problems, f"{path.relative_to(ROOT)}: {problems}"
+
+
+def test_the_registry_lists_each_built_in_vendor_once_one_line_each() -> None:
+    lines = [line for line in REGISTRY.read_text().splitlines() if REGISTRY_LINE.fullmatch(line)]
+    assert len(lines) == len(BUILT_IN) == len(BUILT_IN_NAMES)
+    assert {name.rpartition(".")[2] for name in BUILT_IN} == BUILT_IN_NAMES
+    assert set(registry()) >= BUILT_IN_NAMES
+
+
+@pytest.mark.parametrize("name", sorted(BUILT_IN_NAMES))
+def test_a_vendor_package_says_what_it_is_and_links_its_doc_page(name: str) -> None:
+    vendor = registry()[name]
+    page, _, anchor = vendor.doc.partition("#")
+    assert (ROOT / page).is_file(), vendor.doc
+    if anchor:
+        headings = re.findall(r"^#+ (.+)$", (ROOT / page).read_text(), re.MULTILINE)
+        slugs = {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+        assert anchor in slugs, f"no heading #{anchor} in {page}"
+    docstring = ast.get_docstring(ast.parse((VENDORS / name / "__init__.py").read_text()))
+    assert docstring is not None
+    assert vendor.doc in docstring
+
+
+def test_every_module_has_a_docstring() -> None:
+    missing = [
+        str(path.relative_to(ROOT))
+        for path in sorted(GATEWAY.rglob("*.py"))
+        if ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) is None
+    ]
+    assert not missing
+
+
+# --- the checkers catch what they are for --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "found"),
+    [
+        ("from gateway.vendors import caliper\n", "imports the vendor package"),
+        ("from gateway.vendors.canvas.quiz_log import CanvasQuizLog\n", "imports the vendor"),
+        ("import gateway.vendors.pearson.signature as s\n", "imports the vendor package"),
+        ("from .vendors import inspera\n", "imports the vendor package"),
+        ('"""Like Pearson\'s, this window..."""\n', "names 'Pearson'"),
+        ("x = 1  # the CANVAS quiz log\n", "names 'CANVAS'"),
+        ("if vendor == 'inspera':\n    pass\n", "names 'inspera'"),
+        ("OWN = 'quizbox'\n", "names 'quizbox'"),  # any registered vendor, not only built-in ones
+    ],
+)
+def test_the_shared_module_check_fails_on_a_module_that_knows_a_vendor(
+    source: str, found: str
+) -> None:
+    problems = shared_module_problems(source, "gateway.example", {*BUILT_IN_NAMES, "quizbox"})
+    assert any(found in problem for problem in problems), problems
+
+
+def test_the_shared_module_check_passes_what_a_shared_module_may_do() -> None:
+    source = (
+        "from gateway.vendors import registry\n"
+        "from gateway.vendors.base import Vendor\n"
+        "# canvasapi and Canvases are other words; a vendor is found through the registry\n"
+    )
+    assert shared_module_problems(source, "gateway.example", BUILT_IN_NAMES) == []
+
+
+def test_the_registry_may_name_vendors_in_its_list_only() -> None:
+    listed = 'BUILT_IN = (\n    "gateway.vendors.caliper",\n)\n'
+    assert shared_module_problems(listed, "gateway.vendors", BUILT_IN_NAMES, is_package=True) == []
+    elsewhere = listed + "# caliper comes first\n"
+    assert shared_module_problems(elsewhere, "gateway.vendors", BUILT_IN_NAMES, is_package=True)
+    # A shared module is not the registry: the same line there names a vendor.
+    assert shared_module_problems(listed, "gateway.example", BUILT_IN_NAMES)
+
+
+@pytest.mark.parametrize(
+    ("source", "found"),
+    [
+        ("from starlette.requests import Request\n", "imports starlette"),
+        ("import uvicorn\n", "imports uvicorn"),
+        ("from aiokafka import AIOKafkaConsumer\n", "imports aiokafka"),
+        ("import confluent_kafka\n", "imports confluent_kafka"),
+        ("from gateway.observability import configure_logging\n", "gateway.observability"),
+        ("from gateway import observability\n", "imports gateway.observability"),
+        ("from ... import observability\n", "imports gateway.observability"),
+        ("import logging.config\n", "logging.config"),
+        ("import structlog\nstructlog.configure(processors=[])\n", "structlog.configure"),
+        ("import logging\nlogging.basicConfig(level=10)\n", "logging.basicConfig"),
+    ],
+)
+def test_the_vendor_package_check_fails_on_http_kafka_and_the_logger_setup(
+    source: str, found: str
+) -> None:
+    problems = vendor_module_problems(source, "gateway.vendors.example.module")
+    assert any(found in problem for problem in problems), problems
+
+
+def test_the_vendor_package_check_allows_a_module_logger_and_the_shared_services() -> None:
+    source = (
+        "import logging\nimport structlog\n"
+        "from gateway.pipeline import RequestStats\n"
+        "from gateway.topic_follower import TopicFollower\n"
+        'log = structlog.get_logger("gateway.example")\n'
+        'logging.getLogger("httpx").setLevel(logging.WARNING)\n'
+    )
+    assert vendor_module_problems(source, "gateway.vendors.example.module") == []
