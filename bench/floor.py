@@ -22,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.kafka_producer import AsyncProducer
-from gateway.records import OutRecord
+from gateway.kafka.producer import AsyncProducer
+from gateway.kafka.records import OutRecord
 from gateway.schemas import SchemaSet
 from gateway.settings import KafkaSettings
 

@@ -35,8 +35,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench import payloads
 from bench.payloads import Payload
-from gateway.broker import start_broker, stop_broker
-from gateway.consumers import stop_consumer
+from gateway.kafka.broker import start_broker, stop_broker
+from gateway.kafka.consumers import stop_consumer
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"

@@ -1,4 +1,4 @@
-"""The `gateway` command: `broker`, `serve` and `dev` (the fixed interface of docs/DESIGN.md);
+"""The `gateway` command: `broker`, `serve` and `dev` (the fixed interface of docs/architecture.md);
 `replay`, `spool` and the vendors' own commands (`gateway <vendor> ...`) for operators; `tail`,
 `schema` and `validate` for consumers and the vendors integrating with the gateway
 (gateway/tools/)."""
@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,15 +18,14 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 import orjson
-import structlog
 import uvicorn
 
-from gateway import __version__, devfile, tools
-from gateway.broker import broker_command, port_in_use, start_broker, stop_broker
-from gateway.canonical import parse_time
-from gateway.errors import ConfigError, NormalizeError
+from gateway import __version__, tools
+from gateway.errors import ConfigError
 from gateway.http_server import GatewayServer, serve, uvicorn_options
+from gateway.kafka.broker import broker_command, port_in_use, start_broker, stop_broker
 from gateway.settings import CONFIG_ENV, Settings, load_settings
+from gateway.tools import devfile
 from gateway.vendors import registry
 from gateway.vendors.base import Command, CommandContext
 
@@ -102,8 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "broker": lambda a: _broker(a.port),
         "serve": lambda a: _serve(a.host, a.port, a.workers),
         "dev": lambda a: _dev(a.port, a.kafka_port),
-        "replay": lambda a: _replay(a.vendor, a.reason, a.since, a.until, a.dry_run),
-        "spool": lambda a: _spool(a.drain),
+        "replay": _replay,
+        "spool": _spool,
         "tail": tools.tail,
         "schema": tools.schema,
         "validate": tools.validate,
@@ -163,8 +160,8 @@ def _vendor_command(args: argparse.Namespace) -> int:
 async def _publishing(settings: Settings) -> AsyncIterator[Pipeline]:
     """A pipeline publishing to Kafka, its producer started for the block and stopped after. No
     spool, which belongs to the server: a command waits for Kafka's own acknowledgement."""
+    from gateway.kafka.publisher import Publisher  # noqa: PLC0415  # Kafka client only when asked
     from gateway.pipeline import Pipeline  # noqa: PLC0415  # Kafka client only when asked
-    from gateway.publisher import Publisher  # noqa: PLC0415  # Kafka client only when asked
 
     publisher = Publisher(settings.kafka, settings.server)
     pipeline = Pipeline.for_settings(settings, publisher)
@@ -216,110 +213,16 @@ def _serve(host: str | None, port: int | None, workers: int | None) -> int:
     return 0
 
 
-def _replay(
-    vendor: str | None, reason: str | None, since: str | None, until: str | None, dry_run: bool
-) -> int:
-    from aiokafka.errors import KafkaError  # noqa: PLC0415  # the Kafka client only when asked
+def _replay(args: argparse.Namespace) -> int:
+    from gateway.tools.replay import replay_command  # noqa: PLC0415  # the Kafka client
 
-    from gateway.replay import Filters, progress_bar, replay  # noqa: PLC0415  # Kafka client
-
-    settings = devfile.tool_settings()
-    _logs_to_stderr(settings)
-    # The client's own connection warnings would repeat what the error below says.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    try:
-        filters = Filters(
-            vendor=vendor,
-            reason=reason,
-            since=parse_time(since) if since else None,
-            until=parse_time(until) if until else None,
-        )
-    except NormalizeError as error:
-        raise ConfigError(f"--since/--until: {error.message}") from None
-    try:
-        tally = asyncio.run(replay(settings, filters, dry_run, progress_bar()))
-    except KafkaError as error:  # as `gateway tail` says it
-        print(f"gateway: Kafka at {settings.kafka.bootstrap_servers}: {error}", file=sys.stderr)
-        return 1
-    mode = "dry run: would publish" if dry_run else "published"
-    print(
-        f"{tally.read} dead letters read, {tally.matched} matched; {mode} {tally.published} "
-        f"canonical records ({tally.duplicates} duplicates skipped)"
-    )
-    for code, count in sorted(tally.still_failing.items()):
-        print(f"still failing: {count} x {code}")
-    return 0
+    return replay_command(args.vendor, args.reason, args.since, args.until, args.dry_run)
 
 
-def _spool(drain: bool) -> int:
-    from gateway.spool import inspect_quarantine, inspect_spool  # noqa: PLC0415  # SQLite
+def _spool(args: argparse.Namespace) -> int:
+    from gateway.tools.spool import spool_command  # noqa: PLC0415  # SQLite
 
-    settings = devfile.tool_settings() if drain else load_settings()
-    state_dir = settings.server.state_dir
-    directory = Path(state_dir).absolute() / "spool"
-    if not directory.is_dir():
-        # A gateway makes it when it starts: it ran elsewhere, or a relative state_dir is
-        # taken from another working directory. Draining would make an empty one here.
-        relative = "" if Path(state_dir).is_absolute() else ", relative to the working directory"
-        print(
-            f"gateway: no spool directory {directory}: it does not exist (server.state_dir is "
-            f"{state_dir!r}{relative}; run this where the gateway runs, or set "
-            "GATEWAY_SERVER_STATE_DIR)",
-            file=sys.stderr,
-        )
-        return 1
-    if drain:
-        _logs_to_stderr(settings)
-        forwarded = asyncio.run(_drain(settings))
-        print(f"forwarded {forwarded} records to Kafka")
-    slots = inspect_spool(directory)
-    print(f"spool {directory}: {sum(s.records for s in slots)} records")
-    for slot in slots:
-        age = f", oldest {time.time() - slot.oldest:.0f}s old" if slot.oldest else ""
-        owner = "held by a running gateway" if slot.held else "not held"
-        print(f"  {slot.path.name}: {slot.records} records, {slot.bytes} bytes{age} ({owner})")
-    quarantine = inspect_quarantine(directory)
-    if quarantine is not None and quarantine.records:
-        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(quarantine.reasons.items()))
-        print(
-            f"quarantine {quarantine.path}: {quarantine.records} records Kafka refused for good "
-            f"and no dead letter could replace ({reasons}; {quarantine.bytes} bytes); never "
-            "retried: read them with sqlite3"
-        )
-    return 0
-
-
-def _logs_to_stderr(settings: Settings) -> None:
-    """Where a command's report is its stdout, the log lines of the parts it runs (the
-    publisher's) go to stderr, in the configured format and level."""
-    level = logging.getLevelNamesMapping()[settings.logging.level.upper()]
-    shared: list[structlog.typing.Processor] = [
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
-    if settings.logging.format == "json":
-        renderer: structlog.typing.Processor = structlog.processors.JSONRenderer()
-    else:
-        renderer = structlog.dev.ConsoleRenderer(colors=False)
-    structlog.configure(
-        processors=[*shared, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
-    )
-
-
-async def _drain(settings: Settings) -> int:
-    """Adopt every spool file no gateway holds and forward it to Kafka."""
-    from gateway.publisher import Publisher  # noqa: PLC0415  # Kafka client only when asked
-
-    publisher = Publisher(settings.kafka, settings.server, settings.spool)
-    await publisher.start()
-    try:
-        await publisher.drained()
-    finally:
-        await publisher.stop()
-    return publisher.forwarded_total
+    return spool_command(args.drain)
 
 
 def _dev_config() -> Path:
@@ -343,7 +246,7 @@ def _dev(port: int, kafka_port: int) -> int:
             f"the admin port {server.admin_port} on 127.0.0.1 is already in use (is a gateway "
             "already running? GATEWAY_SERVER_ADMIN_PORT chooses another)"
         )
-    # Where the tools find this broker (gateway/devfile.py); also proves the state directory.
+    # Where the tools find this broker (gateway/tools/devfile.py); also proves the state directory.
     written = devfile.write(Path(server.state_dir), f"127.0.0.1:{kafka_port}")
     stopping = _DevSignals()
     try:

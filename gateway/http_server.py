@@ -1,6 +1,6 @@
 """The gateway's HTTP/1.1 server: uvicorn's httptools protocol with the limits a request's head
-must keep before the app sees it, the body deadlines of the app, the uvicorn options that
-`gateway serve` and `gateway dev` share, and the two ports they listen on.
+must keep before the app sees it, the uvicorn options that `gateway serve` and `gateway dev`
+share, and the two ports they listen on.
 
 Two ports, one server: the public port (`server.port`, vendor routes only) and the admin port
 (`server.admin_port`: probes, metrics, the OpenAPI document). Both sockets are bound before the
@@ -23,7 +23,7 @@ gathered whole in memory (issue #18). `GatewayHttpProtocol` bounds, per connecti
   counting parsed headers would let one endless header grow without bound;
 - a body still arriving after the app answered without reading it (a 404 to a POST, say) gets
   `server.body_timeout_seconds`, then the connection is closed. A body the app reads is bounded
-  by the app (`BodyDeadlines`: 408 in the vendor's format, gateway/app.py);
+  by the pipeline (`BodyDeadlines` of gateway/admission.py: 408 in the vendor's format);
 - pipelining: at most `MAX_PIPELINED` requests wait behind the one being answered. uvicorn
   resumes reading after every answer and httptools parses all it read, so a client that sends
   tiny requests and reads no answers queued thousands of them per read (20 such connections
@@ -40,10 +40,10 @@ request was all read (by a refusal here, or by the app's `connection: close`) li
 half-closed after the answer, and what the client still sends is read and dropped for
 `LINGER_SECONDS`, or until the client closes its side.
 
-Deadlines are checked by one timer per event loop (`Deadlines`), a few times per timeout, rather
-than by a timer per request: arming and cancelling a timer costs about 3 us on uvloop, which
-every request would pay; a deadline here is a dict entry, and the sweep costs a fraction of a
-microsecond per pending deadline a few times per timeout.
+Deadlines are checked by one timer per event loop (`Deadlines`, gateway/admission.py), a few
+times per timeout, rather than by a timer per request: arming and cancelling a timer costs about
+3 us on uvloop, which every request would pay; a deadline here is a dict entry, and the sweep
+costs a fraction of a microsecond per pending deadline a few times per timeout.
 """
 
 from __future__ import annotations
@@ -53,10 +53,9 @@ import functools
 import http
 import os
 import socket
-from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Generic, TypeVar, cast
+from typing import Any, Final, cast
 
 import httptools
 import orjson
@@ -66,12 +65,11 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import Server, ServerState
 from uvicorn.supervisors.multiprocess import Multiprocess
 
+from gateway.admission import Deadlines
 from gateway.errors import ConfigError
 from gateway.settings import ServerSettings
 
 log = structlog.get_logger("gateway.http")
-
-K = TypeVar("K", bound=Hashable)
 
 # How long a connection closed before its request was all read drains (and drops) what the
 # client still sends: 4 MiB on a link of 20 Mbit/s, or on any link the answer of a client that
@@ -79,8 +77,6 @@ K = TypeVar("K", bound=Hashable)
 LINGER_SECONDS: Final = 2.0
 # Requests parsed and waiting behind the one being answered, on one connection.
 MAX_PIPELINED: Final = 16
-# The longest a passed deadline waits to be noticed, whatever the timeouts.
-_MAX_SWEEP_SECONDS: Final = 1.0
 
 # prometheus-client's switch to its multiprocess mode, read when the library is imported: set
 # before the workers start (each imports it afresh), never in a process of one worker.
@@ -90,85 +86,6 @@ METRICS_DIR_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 _HEAD: Final = "header_timeout"
 _BODY: Final = "body_timeout"
 _LINGER: Final = "linger"
-
-
-class Deadlines(Generic[K]):
-    """When each of many things must be done, checked by one timer per event loop: `expire(key)`
-    is called once a key's deadline has passed, at most a quarter of its timeout (and at most a
-    second) late. Setting and clearing a deadline costs a dict entry; the timer runs only while
-    some deadline is pending."""
-
-    def __init__(self, expire: Callable[[K], None]) -> None:
-        self._expire = expire
-        self._due: dict[K, float] = {}
-        self._interval = _MAX_SWEEP_SECONDS
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
-
-    def __len__(self) -> int:
-        return len(self._due)
-
-    def set(self, key: K, seconds: float) -> None:
-        """`key` must be done within `seconds` from now (replaces an earlier deadline)."""
-        loop = asyncio.get_running_loop()
-        self._due[key] = loop.time() + seconds
-        if seconds < self._interval * 4:
-            self._interval = seconds / 4
-        # A loop of its own: the app's deadlines outlive the loop of a test client.
-        if self._timer is None or self._loop is not loop:
-            self._loop = loop
-            self._timer = loop.call_later(self._interval, self._sweep)
-
-    def clear(self, key: K) -> None:
-        """`key` is done: nothing happens at its deadline."""
-        self._due.pop(key, None)
-
-    def _sweep(self) -> None:
-        loop = self._loop
-        if loop is None:  # pragma: no cover  # set() names the loop before arming the timer
-            return
-        now = loop.time()
-        try:
-            for key in [key for key, due in self._due.items() if due <= now]:
-                # Removed first: `expire` may give the key a new deadline (a refused connection
-                # lingers); an exception leaves the keys after it for the next sweep.
-                del self._due[key]
-                self._expire(key)
-        finally:
-            self._timer = loop.call_later(self._interval, self._sweep) if self._due else None
-
-
-class BodyDeadlines:
-    """The body timeout of the requests whose body the app is reading. A request past its
-    deadline is cancelled where it waits for body bytes; `stop` then tells the app that the
-    cancellation was the timeout's (answered 408), not a shutdown's (which goes on)."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self._deadlines: Deadlines[asyncio.Task[Any]] = Deadlines(self._expire)
-        self._expired: set[asyncio.Task[Any]] = set()
-
-    def start(self) -> asyncio.Task[Any]:
-        """Start the clock of the current request (its task)."""
-        task = asyncio.current_task()
-        if task is None:  # pragma: no cover  # requests always run in a task
-            raise RuntimeError("a request body is read outside of a task")
-        self._deadlines.set(task, self.seconds)
-        return task
-
-    def stop(self, task: asyncio.Task[Any]) -> bool:
-        """Stop `task`'s clock (again: a no-op): True when it had run out, i.e. the
-        CancelledError the task got is the timeout."""
-        self._deadlines.clear(task)
-        if task not in self._expired:
-            return False
-        self._expired.discard(task)
-        task.uncancel()
-        return True
-
-    def _expire(self, task: asyncio.Task[Any]) -> None:
-        self._expired.add(task)
-        task.cancel()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Safety limits on what a request body may hold, shared by the app and the vendor decoders.
+"""Safety limits on what a request body may hold, shared by the pipeline and the vendor decoders.
 
 A body is already bounded in size while it is read (`server.max_body_bytes`); these limits bound
 what a body of that size can make the gateway do. They are fixed, not settings: each is far above
@@ -41,7 +41,7 @@ from typing import Any, Final
 
 import jiter
 
-from gateway.errors import GatewayError, MalformedPayload, PayloadTooLarge, UnsupportedMediaType
+from gateway.errors import MalformedPayload, PayloadTooLarge, UnsafePayload, UnsupportedMediaType
 
 MAX_JSON_DEPTH: Final = 64
 MAX_JSON_ITEMS: Final = 10_000
@@ -54,13 +54,6 @@ _TEXT_AS_UTF8: Final = frozenset({"application/json", FORM})
 MAX_JSON_NODES: Final = 250_000
 _INT64_MIN: Final = -(2**63)
 _UINT64_MAX: Final = 2**64 - 1
-
-
-class UnsafePayload(GatewayError):
-    """Raised when a body is over one of the safety limits (depth, members, duplicates, digits)."""
-
-    status = 400
-    code = "unsafe_payload"
 
 
 def check_encoding(content_encoding: str | None) -> None:
@@ -113,7 +106,8 @@ def check_form(media_type: str, body: bytes) -> None:
 
 
 class InvalidJson(ValueError):
-    """Raised for a body that is not JSON (the reader's message says where and why)."""
+    """Raised for a body that is not JSON (the reader's message says where and why). A signal,
+    never answered as it is: the vendor's decoder answers `MalformedPayload` (or dead-letters)."""
 
 
 # jiter's words for a broken byte sequence, in the words a sender searches for.

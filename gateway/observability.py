@@ -25,9 +25,8 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from gateway.errors import Overloaded
-from gateway.publisher import Publisher
-from gateway.ratelimit import RateLimited
+from gateway.admission import InFlight
+from gateway.kafka.publisher import Publisher
 from gateway.settings import LogSettings
 
 _LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -213,58 +212,3 @@ def _forget_dead_workers(directory: str) -> None:
         # PermissionError: the number is another user's process now, so the worker is gone too.
         except (ProcessLookupError, PermissionError):
             mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
-
-
-class InFlight:
-    """Bounds the requests a process works on at once (`with in_flight:` raises Overloaded)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.current = 0
-
-    def __enter__(self) -> None:
-        if self.current >= self.limit:
-            raise Overloaded(f"the gateway is at its limit of {self.limit} requests in flight")
-        self.current += 1
-
-    def __exit__(self, *_: object) -> None:
-        self.current -= 1
-
-
-class Unverified:
-    """Bounds the requests whose credential only their body can prove, while it is read and
-    checked: `limit` at once in the process (past it, Overloaded: 503) and `per_client` at once
-    from one client address (past it, RateLimited: 429). Anyone can send such a request, so they
-    get a pool of their own: they cannot take the slots of authenticated requests (`InFlight`),
-    nor one address all of theirs."""
-
-    def __init__(self, limit: int, per_client: int, retry_after: int) -> None:
-        self.limit = limit
-        self.per_client = per_client
-        self.retry_after = retry_after
-        self.current = 0
-        self._clients: dict[str, int] = {}  # at most `limit` addresses
-
-    def take(self, client: str) -> None:
-        """Take a slot for `client` (give it back with `release`), or raise."""
-        held = self._clients.get(client, 0)
-        if held >= self.per_client:
-            raise RateLimited(
-                f"this address already has {held} requests being authenticated: retry later",
-                self.retry_after,
-            )
-        if self.current >= self.limit:
-            raise Overloaded(
-                f"the gateway is at its limit of {self.limit} requests being authenticated"
-            )
-        self._clients[client] = held + 1
-        self.current += 1
-
-    def release(self, client: str) -> None:
-        """Give back a slot `take` gave `client`."""
-        self.current -= 1
-        held = self._clients[client] - 1
-        if held:
-            self._clients[client] = held
-        else:
-            del self._clients[client]

@@ -25,11 +25,14 @@ import hmac
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
+from gateway.deadletter import ABSENT, DeadLetter
+from gateway.errors import FieldError
 from gateway.settings import PRIVACY_POLICIES, Tenant, TenantPrivacy
 from gateway.vendors import registry
 from gateway.vendors.base import Vendor
@@ -217,29 +220,30 @@ class Privacy:
         data = scrub.walk(record["data"])
         return record if data is record["data"] else {**record, "data": data}
 
-    def dead_letter(self, letter: dict[str, Any]) -> dict[str, Any]:
+    def dead_letter(self, letter: DeadLetter) -> DeadLetter:
         """A dead letter with `original`, `original_body` and the messages quoting them under
         the tenant's policy. A UTF-8 body is scrubbed as JSON, as a form (and JSON in its
         fields), else as text; a base64 one (not UTF-8) only for emails, on its bytes."""
-        scrub = self._scrub(letter["tenant"], letter["vendor"])
+        scrub = self._scrub(letter.tenant, letter.vendor)
         if scrub is None:
             return letter
-        out = dict(letter)
-        if "original" in out:
-            out["original"] = scrub.walk(out["original"])
-        body = out.get("original_body")
-        if isinstance(body, str) and out.get("original_body_encoding") == "base64":
+        original = letter.original
+        if original is not ABSENT:
+            original = scrub.walk(original)
+        body = letter.original_body
+        if body is not None and letter.original_body_encoding == "base64":
             # latin-1 maps every byte to one character and back: only ASCII emails change.
             raw = base64.b64decode(body).decode("latin-1")
-            out["original_body"] = base64.b64encode(scrub.text(raw).encode("latin-1")).decode()
-        elif isinstance(body, str):
-            media = str(out.get("original_media_type") or "")
-            out["original_body"] = _scrub_body(scrub, media, body)
-        out["message"] = scrub.text(str(out.get("message", "")))
-        out["errors"] = [
-            {**e, "message": scrub.text(str(e.get("message", "")))} for e in out.get("errors", [])
-        ]
-        return out
+            body = base64.b64encode(scrub.text(raw).encode("latin-1")).decode()
+        elif body is not None:
+            body = _scrub_body(scrub, letter.original_media_type or "", body)
+        return replace(
+            letter,
+            original=original,
+            original_body=body,
+            message=scrub.text(letter.message),
+            errors=tuple(FieldError(e.path, scrub.text(e.message)) for e in letter.errors),
+        )
 
 
 def _scrub_body(scrub: _Scrub, media_type: str, text: str) -> str:

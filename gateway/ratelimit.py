@@ -18,19 +18,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
-from gateway.errors import GatewayError
+from gateway.errors import RateLimited
 from gateway.settings import RateLimitSettings
-
-
-class RateLimited(GatewayError):
-    """Raised when a sender is over its rate limit; answered 429 with `Retry-After`."""
-
-    status = 429
-    code = "rate_limited"
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class TokenBuckets:

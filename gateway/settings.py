@@ -101,7 +101,7 @@ class KafkaSettings:
     create_topics: bool = True
     topic_partitions: int = 6
     topic_replication_factor: int = 3
-    # How the gateway's Kafka clients connect (gateway/kafka_security.py): managed clusters want
+    # How the gateway's Kafka clients connect (gateway/kafka/security.py): managed clusters want
     # SASL_SSL. The password is read from the variable named here, never from this file.
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str = "PLAIN"

@@ -41,7 +41,7 @@ def negative_fixtures() -> list[Path]:
 
 
 def edge_fixtures() -> list[Path]:
-    """Our envelopes for the real-payload edge cases of vendor-contracts.md §1."""
+    """Our envelopes for the real-payload edge cases of docs/vendors/caliper.md#contract."""
     return sorted(EDGE.glob("*.json"))
 
 

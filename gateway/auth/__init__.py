@@ -16,10 +16,9 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from gateway.auth.bearer import AmbiguousCredentials
 from gateway.auth.forms import FORM, form_fields
 from gateway.auth.standard_webhooks import SCHEME as STANDARD_WEBHOOKS
-from gateway.auth.standard_webhooks import SignatureRefused, StandardWebhooks
+from gateway.auth.standard_webhooks import StandardWebhooks
 from gateway.settings import Settings, Tenant
 from gateway.vendors.base import Credentials, VerifierContext
 
@@ -28,10 +27,8 @@ if TYPE_CHECKING:  # the vendors' contract imports nothing of this package at ru
 
 __all__ = [
     "FORM",
-    "AmbiguousCredentials",
     "Authenticator",
     "Credentials",
-    "SignatureRefused",
     "form_fields",
 ]
 

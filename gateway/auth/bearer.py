@@ -14,18 +14,9 @@ import hmac
 from collections.abc import Iterable, Mapping
 
 from gateway.auth.forms import FORM, form_values
-from gateway.errors import GatewayError, Unauthorized
+from gateway.errors import AmbiguousCredentials, Unauthorized
 from gateway.settings import Credential
 from gateway.vendors.base import Credentials, VerifierContext
-
-
-class AmbiguousCredentials(GatewayError):
-    """Raised when a request carries more than one different credential (RFC 6750 §3.1: more
-    than one method, or a repeated parameter, is an `invalid_request`): which one counts would be
-    a choice the sender cannot see, and other readers of the request may have taken another."""
-
-    status = 400
-    code = "ambiguous_credentials"
 
 
 def _digest(secret: str) -> bytes:

@@ -18,17 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from gateway.errors import ConfigError, Unauthorized
+from gateway.errors import ConfigError, SignatureRefused
 from gateway.settings import Tenant
 from gateway.vendors.base import Credentials
 
 SCHEME: Final = "standard-webhooks"
 HEADER: Final = "webhook-signature"
-
-
-class SignatureRefused(Unauthorized):
-    """A Standard Webhooks request refused: HTTP has no authentication scheme for it, so its
-    401 names none (no `WWW-Authenticate`), whatever the vendor's own scheme is."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,18 +1,26 @@
-"""Commands for consumers and integrators: `gateway tail`, `gateway schema`, `gateway validate`.
+"""The operational commands, beside the gateway rather than inside its request path: for
+consumers and integrators `gateway tail`, `gateway schema` and `gateway validate`; for operators
+`gateway replay` (`replay`) and `gateway spool` (`spool`); and where `gateway dev` tells them its
+broker (`devfile`).
 
-They sit beside the gateway rather than inside its request path: each reads what the gateway
-publishes or runs its pure steps, and the running service imports none of them. `gateway.cli`
-adds their parsers (`add_commands`) and dispatches to `tail`, `schema` and `validate`; their
-modules are imported only when run (the Kafka client, the schemas).
+Each reads what the gateway publishes, runs its pure steps or works on its state directory, and
+the running service imports none of them. `gateway.cli` adds their parsers (`add_commands` here
+for tail, schema and validate) and dispatches; the modules are imported only when run (the Kafka
+client, the schemas, SQLite).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import re
+import sys
 from typing import Any
 
-from gateway.devfile import tool_settings
+import structlog
+
+from gateway.settings import Settings
+from gateway.tools.devfile import tool_settings
 
 
 def add_commands(commands: Any) -> None:
@@ -141,3 +149,23 @@ def validate(args: argparse.Namespace) -> int:
     from gateway.tools.validate import validate_command  # noqa: PLC0415
 
     return validate_command(args.file, args.vendor, args.content_type, args.tenant, args.path)
+
+
+def logs_to_stderr(settings: Settings) -> None:
+    """Where a command's report is its stdout, the log lines of the parts it runs (the
+    publisher's) go to stderr, in the configured format and level."""
+    level = logging.getLevelNamesMapping()[settings.logging.level.upper()]
+    shared: list[structlog.typing.Processor] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if settings.logging.format == "json":
+        renderer: structlog.typing.Processor = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )

@@ -26,15 +26,15 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from gateway.consumers import stop_consumer
-from gateway.kafka_security import aiokafka_connection
+from gateway.deadletter import DeadLetter
+from gateway.kafka.consumers import stop_consumer
+from gateway.kafka.security import aiokafka_connection
 from gateway.settings import Settings
 
 CANONICAL: Final = "canonical"
 _FETCH_MS: Final = 500
 _IDLE_FETCHES: Final = 10
 DEADLETTER: Final = "deadletter"
-_PERSONAL: Final = ("original", "original_body")
 # Fixed widths, so that lines printed while following stay aligned with the header.
 _CANONICAL_COLUMNS: Final = (
     ("time", 24),
@@ -45,6 +45,10 @@ _CANONICAL_COLUMNS: Final = (
     ("assessment", 32),
     ("id", 0),
 )
+_PERSONAL: Final = ("original", "original_body")
+# A record of either topic: a canonical record (its JSON object) or a dead letter.
+Record = dict[str, Any] | DeadLetter
+
 _DEADLETTER_COLUMNS: Final = (
     ("time", 24),
     ("reason", 22),
@@ -65,12 +69,18 @@ class Filters:
     tenants: Sequence[str] = ()
     types: Sequence[str] = ()
 
-    def match(self, record: dict[str, Any]) -> bool:
-        if self.vendors and record.get("vendor") not in self.vendors:
+    def match(self, record: Record) -> bool:
+        vendor: Any
+        tenant: Any
+        if isinstance(record, DeadLetter):
+            vendor, tenant, kind = record.vendor, record.tenant, record.reason
+        else:
+            vendor, tenant = record.get("vendor"), record.get("tenant")
+            kind = str(record.get("type", record.get("reason", "")))
+        if self.vendors and vendor not in self.vendors:
             return False
-        if self.tenants and record.get("tenant") not in self.tenants:
+        if self.tenants and tenant not in self.tenants:
             return False
-        kind = str(record.get("type", record.get("reason", "")))
         return not self.types or any(fnmatch.fnmatchcase(kind, t) for t in self.types)
 
 
@@ -92,7 +102,7 @@ class _Read:
     timestamp: int
     partition: int
     offset: int
-    record: dict[str, Any] = field(compare=False)
+    record: Record = field(compare=False)
 
 
 def topic_name(settings: Settings, topic: str) -> str:
@@ -233,12 +243,16 @@ async def _read(
     return sorted(reads), after
 
 
-def _decode(value: bytes | None) -> dict[str, Any] | None:
+def _decode(value: bytes | None) -> Record | None:
     try:
         record = orjson.loads(value or b"")
     except orjson.JSONDecodeError:
         return None  # not one of the gateway's records
-    return record if isinstance(record, dict) else None
+    if not isinstance(record, dict):
+        return None
+    if "reason" in record and "specversion" not in record:  # canonical records are CloudEvents
+        return DeadLetter.from_dict(record)
+    return record
 
 
 class Printer:
@@ -250,45 +264,67 @@ class Printer:
         self._with_original = with_original
         self._header: str | None = None
 
-    def print(self, record: dict[str, Any]) -> None:
-        if not self._with_original:
-            record = _without_original(record)
-        if self._table:
-            self._row(record)
+    def print(self, record: Record) -> None:
+        if isinstance(record, DeadLetter):
+            letter = record if self._with_original else record.without_original()
+            if self._table:
+                self._letter_row(letter)
+            else:
+                self._out.write(orjson.dumps(letter.to_dict()).decode() + "\n")
         else:
-            self._out.write(orjson.dumps(record).decode() + "\n")
+            if not self._with_original:
+                record = _without_original(record)
+            if self._table:
+                self._row(record)
+            else:
+                self._out.write(orjson.dumps(record).decode() + "\n")
         self._out.flush()
 
     def _row(self, record: dict[str, Any]) -> None:
-        letter = "reason" in record and "specversion" not in record
-        columns = _DEADLETTER_COLUMNS if letter else _CANONICAL_COLUMNS
-        kind = DEADLETTER if letter else CANONICAL
-        if self._header != kind:
-            self._header = kind
-            self._out.write(_line([(name.upper(), width) for name, width in columns]) + "\n")
         data = record.get("data")
         if not isinstance(data, dict):
             data = {}
-        values = {
-            "time": record.get("receivedat") if letter else record.get("time"),
-            "type": record.get("type"),
-            "tenant": record.get("tenant"),
-            "vendor": record.get("vendor"),
-            "learner": _id(data.get("learner")),
-            "assessment": _id(data.get("assessment")),
-            "id": record.get("id"),
-            "reason": record.get("reason"),
-            "where": record.get("where") or ("(whole body)" if letter else ""),
-            "message": record.get("message"),
-        }
+        self._write(
+            CANONICAL,
+            _CANONICAL_COLUMNS,
+            {
+                "time": record.get("time"),
+                "type": record.get("type"),
+                "tenant": record.get("tenant"),
+                "vendor": record.get("vendor"),
+                "learner": _id(data.get("learner")),
+                "assessment": _id(data.get("assessment")),
+                "id": record.get("id"),
+            },
+        )
+
+    def _letter_row(self, letter: DeadLetter) -> None:
+        self._write(
+            DEADLETTER,
+            _DEADLETTER_COLUMNS,
+            {
+                "time": letter.receivedat,
+                "reason": letter.reason,
+                "tenant": letter.tenant,
+                "vendor": letter.vendor,
+                "where": letter.where or "(whole body)",
+                "message": letter.message,
+            },
+        )
+
+    def _write(
+        self, kind: str, columns: tuple[tuple[str, int], ...], values: dict[str, Any]
+    ) -> None:
+        if self._header != kind:
+            self._header = kind
+            self._out.write(_line([(name.upper(), width) for name, width in columns]) + "\n")
         self._out.write(_line([(_text(values[name]), width) for name, width in columns]) + "\n")
 
 
 def _without_original(record: dict[str, Any]) -> dict[str, Any]:
+    """A record that is no dead letter without the vendor's event as sent (a canonical record's
+    `data.original`; `original` and `original_body` of anything else)."""
     kept = {k: v for k, v in record.items() if k not in _PERSONAL}
-    truncated = kept.get("original_truncated")
-    if isinstance(truncated, dict):  # a dead letter shrunk to fit: its prefix is the original's
-        kept["original_truncated"] = {k: v for k, v in truncated.items() if k != "prefix"}
     data = kept.get("data")
     if isinstance(data, dict) and "original" in data:
         kept["data"] = {k: v for k, v in data.items() if k != "original"}

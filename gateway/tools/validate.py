@@ -24,10 +24,11 @@ from gateway.errors import (
     FieldError,
     MalformedPayload,
     Rejection,
+    UnsafePayload,
     UnsupportedMediaType,
     UnsupportedVersion,
 )
-from gateway.limits import UnsafePayload, check_form
+from gateway.limits import check_form
 from gateway.pipeline import normalize_items, split_request
 from gateway.schemas import SchemaSet
 from gateway.vendors import registry

@@ -169,8 +169,9 @@ class ComponentContext:
 class ExtraRoute:
     """A further route of a vendor, served by its component (e.g. a read model on GET).
 
-    The app authenticates it in the vendor's scheme first; `handler` gets the request and the
-    tenant, and answers (errors as GatewayError, rendered in the vendor's format).
+    The pipeline admits and authenticates it in the vendor's scheme first; `handler` gets the
+    request and the tenant, and answers (errors as GatewayError, rendered in the vendor's
+    format).
     """
 
     vendor: str

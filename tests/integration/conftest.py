@@ -24,7 +24,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from gateway.broker import start_broker, stop_broker
+from gateway.kafka.broker import start_broker, stop_broker
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "dev-token"

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from gateway.broker import wait_until_listening
+from gateway.kafka.broker import wait_until_listening
 from tests.integration.conftest import ROOT, TOKEN, free_port
 from tests.integration.test_caliper import assessment_started, envelope
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import orjson
 
-from gateway.broker import start_broker, stop_broker
+from gateway.kafka.broker import start_broker, stop_broker
 from tests.integration.conftest import TOKEN, Gateway, free_port, start_gateway, stop_gateway
 from tests.integration.test_canvas import QuizSubmission, stamped
 

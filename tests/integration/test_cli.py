@@ -19,10 +19,10 @@ import httpx
 import orjson
 import pytest
 
-from gateway.broker import port_in_use, wait_until_listening
 from gateway.cli import example_curl
-from gateway.records import OutRecord
-from gateway.spool import Spool
+from gateway.kafka.broker import port_in_use, wait_until_listening
+from gateway.kafka.records import OutRecord
+from gateway.kafka.spool import Spool
 from gateway.vendors import registry
 from gateway.vendors.caliper import EXAMPLE_ENVELOPE
 from tests.integration.conftest import ROOT, TopicReader, free_port

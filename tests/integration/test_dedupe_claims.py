@@ -17,8 +17,8 @@ import orjson
 import pytest
 
 from gateway.canonical import NormalizeContext
-from gateway.pipeline import Pipeline, RequestStats, split_request
-from gateway.publisher import Publisher
+from gateway.kafka.publisher import Publisher
+from gateway.pipeline import Pipeline, Tally, split_request
 from gateway.settings import load_settings
 from gateway.vendors import registry
 from gateway.vendors.base import Inbound
@@ -49,7 +49,7 @@ async def test_two_requests_with_the_same_events_in_other_orders_both_finish(
         body = orjson.dumps(envelope(*events))
         items = split_request(caliper, Inbound("POST", "application/json", body), pipeline.schemas)
         ctx = NormalizeContext("demo", "caliper", datetime.now(UTC), "r")
-        stats = RequestStats()
+        stats = Tally()
         return asyncio.create_task(pipeline.publish_items(caliper, items, ctx, stats))
 
     await publisher.start()

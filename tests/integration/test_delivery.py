@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from gateway.broker import start_broker, stop_broker
+from gateway.kafka.broker import start_broker, stop_broker
 from tests.integration.conftest import TOKEN, TopicReader, free_port, start_gateway, stop_gateway
 from tests.integration.test_caliper import assessment_started, envelope, expected_id
 

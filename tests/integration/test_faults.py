@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.broker import start_broker, stop_broker
+from gateway.kafka.broker import start_broker, stop_broker
 from tests.integration.conftest import (
     ROOT,
     Gateway,

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.broker import start_broker, stop_broker
-from gateway.kafka_producer import AsyncProducer, ProducerError, RecordsRefused
-from gateway.records import OutRecord
+from gateway.kafka.broker import start_broker, stop_broker
+from gateway.kafka.producer import AsyncProducer, ProducerError, RecordsRefused
+from gateway.kafka.records import OutRecord
 from gateway.settings import KafkaSettings
 from tests.integration.conftest import TopicReader, free_port
 

@@ -21,8 +21,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaConnectionError
 
-from gateway.broker import start_broker, stop_broker
-from gateway.kafka_security import aiokafka_connection
+from gateway.kafka.broker import start_broker, stop_broker
+from gateway.kafka.security import aiokafka_connection
 from gateway.settings import KafkaSettings
 from tests.certificates import self_signed
 from tests.integration.conftest import (

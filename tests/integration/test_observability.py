@@ -23,7 +23,7 @@ import pytest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.broker import start_broker, stop_broker
+from gateway.kafka.broker import start_broker, stop_broker
 from tests.integration.conftest import ROOT, TOKEN, Gateway, free_port, start_gateway, stop_gateway
 from tests.integration.test_caliper import assessment_started, envelope
 

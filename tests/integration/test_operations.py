@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from gateway.broker import start_broker, stop_broker
+from gateway.kafka.broker import start_broker, stop_broker
 from tests.integration.conftest import TOKEN, Gateway, free_port, start_gateway, stop_gateway
 from tests.integration.test_caliper import assessment_started, envelope
 

@@ -24,10 +24,10 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from gateway.broker import start_broker, stop_broker
-from gateway.records import OutRecord
+from gateway.kafka.broker import start_broker, stop_broker
+from gateway.kafka.records import OutRecord
+from gateway.kafka.spool import Spool
 from gateway.schemas import SchemaSet
-from gateway.spool import Spool
 from tests.integration.conftest import (
     ROOT,
     TOKEN,

@@ -14,7 +14,8 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.ratelimit import RateLimited, RateLimiter, TokenBuckets
+from gateway.errors import RateLimited
+from gateway.ratelimit import RateLimiter, TokenBuckets
 from gateway.settings import RateLimitSettings
 from tests.integration.conftest import Gateway, TopicReader, running_gateway
 from tests.integration.test_caliper import assessment_started, envelope

@@ -17,8 +17,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from gateway.canonical import content_digest, parse_time, record_id
-from gateway.replay import Filters, replay
 from gateway.settings import Settings, load_settings
+from gateway.tools.replay import Filters, replay
 from tests.integration.conftest import ROOT, TopicReader
 from tests.integration.test_caliper import assessment_started, envelope
 

@@ -28,7 +28,7 @@ import httpx
 import orjson
 import pytest
 
-from gateway.broker import port_in_use, wait_until_listening
+from gateway.kafka.broker import port_in_use, wait_until_listening
 from tests.integration.conftest import (
     ROOT,
     TOKEN,

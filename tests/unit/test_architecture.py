@@ -1,5 +1,6 @@
-"""One package per vendor (issue #14): the shared modules name no vendor, and a vendor package
-leaves HTTP, Kafka and the logs to them.
+"""One package per vendor, one path per request (issue #14): the shared modules name no vendor, a
+vendor package leaves HTTP, Kafka and the logs to them, and each part of the gateway imports only
+what its place in the request's path calls for.
 
 1. A shared module (every module under gateway/ outside a vendor package `gateway/vendors/<name>/`)
    imports no vendor package and names no vendor: no built-in vendor's name, nor any registered
@@ -11,6 +12,15 @@ leaves HTTP, Kafka and the logs to them.
    `logging.basicConfig` and `logging.config`. A module logger (`structlog.get_logger(...)`) is
    allowed, and so is quieting a library's logger that would log a secret.
 
+3. What each part may import (`IMPORT_RULES`): Kafka's client libraries only under gateway/kafka/
+   (and the tools that read topics, gateway/tools/); gateway/kafka/ nothing of the HTTP layer, the
+   request path, the vendors or the tools; the request path (pipeline, boundary, admission) no
+   HTTP framework or server; nothing imports `gateway.app` (uvicorn loads it by name). A vendor
+   package imports of the gateway only what its contract gives it (`VENDOR_MAY_IMPORT`), and no
+   other vendor's package.
+4. Every error the gateway answers with is in gateway/errors.py, under `GatewayError`; the
+   start-up error (`ConfigError`) is not one of them.
+
 Imports are read from the syntax tree (relative ones resolved, `from a import b` read as `a.b`
 too), not by grepping, so that a docstring mentioning a module is no import. The checkers run on
 the real tree and, to show they catch what they are for, on deliberately bad modules.
@@ -19,6 +29,7 @@ the real tree and, to show they catch what they are for, on deliberately bad mod
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -250,9 +261,183 @@ def test_the_vendor_package_check_fails_on_http_kafka_and_the_logger_setup(
 def test_the_vendor_package_check_allows_a_module_logger_and_the_shared_services() -> None:
     source = (
         "import logging\nimport structlog\n"
-        "from gateway.pipeline import RequestStats\n"
-        "from gateway.topic_follower import TopicFollower\n"
+        "from gateway.pipeline import Tally\n"
+        "from gateway.kafka.follower import TopicFollower\n"
         'log = structlog.get_logger("gateway.example")\n'
         'logging.getLogger("httpx").setLevel(logging.WARNING)\n'
     )
     assert vendor_module_problems(source, "gateway.vendors.example.module") == []
+
+
+# --- what each part may import -------------------------------------------------------------------
+
+KAFKA_CLIENTS = ("aiokafka", "confluent_kafka")
+HTTP_LAYER = ("starlette", "uvicorn", "httptools", "gateway.app", "gateway.http_server")
+REQUEST_PATH = ("gateway.pipeline", "gateway.boundary", "gateway.admission")
+# (which modules, what they must not import, why)
+IMPORT_RULES: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], str], ...] = (
+    (
+        ("gateway",),
+        ("gateway.kafka", "gateway.tools"),
+        KAFKA_CLIENTS,
+        "Kafka's clients are built under gateway/kafka/ (and by the tools that read topics)",
+    ),
+    (
+        ("gateway.kafka",),
+        (),
+        (
+            *HTTP_LAYER,
+            *REQUEST_PATH,
+            "gateway.cli",
+            "gateway.tools",
+            "gateway.vendors",
+            "gateway.observability",
+        ),
+        "Kafka knows records, not requests, vendors or commands",
+    ),
+    (REQUEST_PATH, (), HTTP_LAYER, "the HTTP layer translates; the request path knows no HTTP"),
+    (("gateway",), (), ("gateway.app",), "uvicorn loads the app by name; nothing imports it"),
+)
+# What of the gateway a vendor package may import (besides its own package): its contract, the
+# shared verifiers, the canonical record, the errors, the body limits, its settings section, and
+# for a component the pipeline's publishing, a topic follower and a SQLite store.
+VENDOR_MAY_IMPORT = (
+    "gateway.vendors.base",
+    "gateway.auth",
+    "gateway.canonical",
+    "gateway.errors",
+    "gateway.limits",
+    "gateway.settings",
+    "gateway.pipeline.Pipeline",
+    "gateway.pipeline.Tally",
+    "gateway.kafka.follower",
+    "gateway.sqlite_store",
+)
+
+
+def imported_names(source: str, module: str, is_package: bool = False) -> Iterator[tuple[int, str]]:
+    """(line, name) of what `source` imports: the module of an `import`, each `a.b` of a
+    `from a import b` (a module or a name in it); relative imports resolved."""
+    package = module if is_package else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, *([base] if base else [])])
+            for alias in node.names:
+                yield node.lineno, f"{base}.{alias.name}"
+
+
+def import_rule_problems(source: str, module: str, *, is_package: bool = False) -> list[str]:
+    """The imports of `module` that `IMPORT_RULES` forbid it."""
+    problems = []
+    for applies, exempt, forbidden, why in IMPORT_RULES:
+        if not is_under(module, applies) or is_under(module, exempt):
+            continue
+        for line, name in imported(source, module, is_package):
+            found = is_under(name, forbidden)
+            if found is not None and not is_under(found, (module,)):
+                problems.append(f"line {line} imports {found}: {why}")
+    return list(dict.fromkeys(problems))
+
+
+def vendor_import_problems(source: str, module: str, *, is_package: bool = False) -> list[str]:
+    """The imports of the gateway a vendor package's module may not have."""
+    own = ".".join(module.split(".")[:3])  # gateway.vendors.<name>
+    problems = []
+    for line, name in imported_names(source, module, is_package):
+        if not is_under(name, ("gateway",)) or is_under(name, (own, *VENDOR_MAY_IMPORT)):
+            continue
+        problems.append(f"line {line} imports {name}, which no vendor's contract gives it")
+    return problems
+
+
+@pytest.mark.parametrize(
+    "path", sorted(GATEWAY.rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_each_part_imports_only_what_its_place_calls_for(path: Path) -> None:
+    problems = import_rule_problems(
+        path.read_text(encoding="utf-8"), module_name(path), is_package=path.name == "__init__.py"
+    )
+    assert not problems, f"{path.relative_to(ROOT)}: {problems}"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for package in vendor_packages() for p in sorted(package.rglob("*.py"))],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_a_vendor_package_imports_of_the_gateway_only_its_contract(path: Path) -> None:
+    problems = vendor_import_problems(
+        path.read_text(encoding="utf-8"), module_name(path), is_package=path.name == "__init__.py"
+    )
+    assert not problems, f"{path.relative_to(ROOT)}: {problems}"
+
+
+@pytest.mark.parametrize(
+    ("source", "module", "found"),
+    [
+        ("from aiokafka import AIOKafkaConsumer\n", "gateway.pipeline", "imports aiokafka"),
+        ("import confluent_kafka\n", "gateway.app", "imports confluent_kafka"),
+        ("from gateway.pipeline import Pipeline\n", "gateway.kafka.publisher", "gateway.pipeline"),
+        ("from gateway.app import create_app\n", "gateway.cli", "imports gateway.app"),
+        ("from starlette.requests import Request\n", "gateway.boundary", "imports starlette"),
+        ("from gateway.http_server import serve\n", "gateway.pipeline", "gateway.http_server"),
+        ("from ..vendors import registry\n", "gateway.kafka.spool", "imports gateway.vendors"),
+    ],
+)
+def test_the_import_rules_catch_what_they_are_for(source: str, module: str, found: str) -> None:
+    problems = import_rule_problems(source, module)
+    assert any(found in problem for problem in problems), problems
+
+
+def test_the_import_rules_pass_what_each_part_may_do() -> None:
+    assert not import_rule_problems("from aiokafka import AIOKafkaConsumer\n", "gateway.tools.tail")
+    assert not import_rule_problems("import confluent_kafka\n", "gateway.kafka.producer")
+    assert not import_rule_problems("from gateway.kafka.publisher import P\n", "gateway.pipeline")
+    assert not import_rule_problems("from starlette.routing import Route\n", "gateway.app")
+
+
+@pytest.mark.parametrize(
+    ("source", "allowed"),
+    [
+        ("from gateway.pipeline import Pipeline, Tally\n", True),
+        ("from gateway.kafka.follower import TopicFollower\n", True),
+        ("from gateway.vendors.example import normalize\n", True),  # its own package
+        ("from . import settings\n", True),
+        ("from gateway.pipeline import split_request\n", False),
+        ("from gateway.boundary import Boundary\n", False),
+        ("from gateway.kafka.publisher import Publisher\n", False),
+        ("from gateway.vendors.other import VENDOR\n", False),
+        ("import gateway.app\n", False),
+    ],
+)
+def test_the_vendor_import_check_allows_the_contract_only(source: str, allowed: bool) -> None:
+    problems = vendor_import_problems(source, "gateway.vendors.example.module")
+    assert (not problems) is allowed, problems
+
+
+def gateway_modules() -> list[str]:
+    return sorted({module_name(p) for p in GATEWAY.rglob("*.py")})
+
+
+def subclasses(root: type) -> Iterator[type]:
+    cls: type
+    for cls in root.__subclasses__():
+        yield cls
+        yield from subclasses(cls)
+
+
+def test_every_error_the_gateway_answers_with_is_in_errors_py() -> None:
+    for module in gateway_modules():
+        importlib.import_module(module)  # every module: no error class is left out
+    from gateway.errors import ConfigError, GatewayError  # noqa: PLC0415
+
+    outside = {f"{c.__module__}.{c.__qualname__}" for c in subclasses(GatewayError)}
+    outside = {name for name in outside if not name.startswith("gateway.errors.")}
+    assert not {name for name in outside if name.startswith("gateway.")}
+    assert not issubclass(ConfigError, GatewayError)  # start-up errors are no HTTP answers

@@ -10,14 +10,13 @@ import requests
 from canvasapi.quiz import QuizSubmissionEvent  # type: ignore[import-untyped]  # no stubs
 from canvasapi.util import combine_kwargs  # type: ignore[import-untyped]  # no stubs
 
-from gateway.errors import MalformedPayload, UnsupportedMediaType
+from gateway.errors import MalformedPayload, RackParameterError, UnsupportedMediaType
 from gateway.pipeline import split_request
 from gateway.schemas import SchemaSet
 from gateway.vendors.base import Inbound
 from gateway.vendors.canvas import VENDOR
 from gateway.vendors.canvas.normalize import (
     FLAT_EVENT_SCHEMA,
-    RackParameterError,
     decode,
     parse_rack_form,
 )

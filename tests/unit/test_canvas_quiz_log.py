@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from gateway.canonical import NormalizeContext
-from gateway.errors import NotFound
+from gateway.errors import InvalidParameter, NotFound
 from gateway.pipeline import normalize_items, split_request
 from gateway.schemas import SchemaSet
 from gateway.vendors.base import Inbound
@@ -20,7 +20,6 @@ from gateway.vendors.canvas.normalize import MAX_ID, check_path_ids
 from gateway.vendors.canvas.quiz_log import (
     MAX_PAGE,
     MAX_PER_PAGE,
-    InvalidParameter,
     LoggedEvent,
     QuizLogStore,
     Submission,

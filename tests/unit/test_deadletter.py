@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.deadletter import PREFIX_MAX_BYTES, encode, for_refused, to_record
-from gateway.records import RECORD_FRAMING_BYTES, OutRecord
+from gateway.deadletter import PREFIX_MAX_BYTES, DeadLetter, encode
+from gateway.kafka.records import RECORD_FRAMING_BYTES, OutRecord
 from gateway.schemas import SchemaSet
 
 DEADLETTER = SchemaSet().get("canonical/deadletter.schema.json")
@@ -144,7 +144,8 @@ def test_a_refused_canonical_record_becomes_a_dead_letter_holding_it() -> None:
         "receivedat": "2026-12-04T19:13:09.000Z",
     }
     refused = OutRecord("edu.events.v1", b"demo|l|a", orjson.dumps(record))
-    letter = for_refused(refused, "record_invalid", "INVALID_RECORD: Broker: Invalid record")
+    dead = DeadLetter.refused(refused, "record_invalid", "INVALID_RECORD: Broker: Invalid record")
+    letter = dead.to_dict()
     assert not DEADLETTER.errors(letter)
     assert (letter["tenant"], letter["vendor"], letter["topic"]) == (
         "demo",
@@ -152,13 +153,13 @@ def test_a_refused_canonical_record_becomes_a_dead_letter_holding_it() -> None:
         "edu.events.v1",
     )
     assert letter["original"] == record
-    out = to_record(letter, "edu.events.deadletter.v1", 1_000_000)
+    out = dead.to_record("edu.events.deadletter.v1", 1_000_000)
     assert out.key == b"demo|pearson"
     assert orjson.loads(out.value) == letter
 
 
 @pytest.mark.parametrize("limit", [3_000, 50_000])
 def test_to_record_leaves_room_for_the_key_headers_and_framing(limit: int) -> None:
-    out = to_record(body_letter(b"\x00" * 100_000), "dlq", limit)
+    out = DeadLetter.from_dict(body_letter(b"\x00" * 100_000)).to_record("dlq", limit)
     assert len(out.value) <= limit - RECORD_FRAMING_BYTES
     assert out.size < limit

@@ -13,19 +13,19 @@ from datetime import UTC, datetime
 
 import pytest
 
+from gateway.admission import BodyDeadlines, Deadlines, Unverified
 from gateway.auth import FORM, Authenticator
 from gateway.errors import (
     ConfigError,
     MalformedPayload,
     Overloaded,
     PayloadTooLarge,
+    RateLimited,
     Unauthorized,
     UnsupportedMediaType,
 )
-from gateway.http_server import BodyDeadlines, Deadlines, uvicorn_options
+from gateway.http_server import uvicorn_options
 from gateway.limits import check_head, media_type_of
-from gateway.observability import Unverified
-from gateway.ratelimit import RateLimited
 from gateway.settings import Credential, ServerSettings, Tenant, load_settings
 from gateway.vendors import registry
 

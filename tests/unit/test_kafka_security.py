@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.kafka_log import ClientLog
-from gateway.kafka_security import aiokafka_connection, librdkafka_connection
+from gateway.kafka.log import ClientLog
+from gateway.kafka.security import aiokafka_connection, librdkafka_connection
 from gateway.settings import KafkaSettings, Settings, load_settings
 from tests.certificates import self_signed
 

@@ -10,10 +10,11 @@ import orjson
 import pytest
 
 from gateway.canonical import NormalizeContext, content_digest, record_id
+from gateway.deadletter import DeadLetter
 from gateway.errors import UnsupportedMediaType
 from gateway.pipeline import Normalized, normalize_items, split_request
-from gateway.replay import rebuild
 from gateway.schemas import SchemaSet
+from gateway.tools.replay import rebuild
 from gateway.vendors.base import Inbound
 from gateway.vendors.pearson import VENDOR
 from gateway.vendors.pearson.normalize import decode
@@ -365,7 +366,9 @@ def test_a_dead_letter_fixed_and_replayed_is_the_record_a_live_delivery_makes() 
         )
     )
     letter["original"]["PAYLOAD"]["actor"]["id"] = "7777777"  # the fix
-    replayed = normalize_items(VENDOR, rebuild(letter, VENDOR, SCHEMAS), CTX, SCHEMAS, False)
+    replayed = normalize_items(
+        VENDOR, rebuild(DeadLetter.from_dict(letter), VENDOR, SCHEMAS), CTX, SCHEMAS, False
+    )
     live = delivery(
         exam_completed(),
         message_id=fields["MESSAGE-ID"],

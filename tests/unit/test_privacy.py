@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlencode
 import orjson
 import pytest
 
+from gateway.deadletter import DeadLetter
 from gateway.errors import ConfigError
 from gateway.privacy import REMOVED, Privacy, pseudonym
 from gateway.settings import Tenant, TenantPrivacy, load_settings
@@ -102,8 +103,10 @@ def test_an_unknown_tenant_gets_drop() -> None:
     assert EMAIL not in text(out)
 
 
-def dead_letter(**fields: Any) -> dict[str, Any]:
-    return {"tenant": "t", "vendor": "pearson", "message": "", "errors": [], **fields}
+def dead_letter(**fields: Any) -> DeadLetter:
+    return DeadLetter.from_dict(
+        {"tenant": "t", "vendor": "pearson", "message": "", "errors": [], **fields}
+    )
 
 
 def test_dead_letter_original_and_the_error_messages_quoting_it() -> None:
@@ -112,7 +115,7 @@ def test_dead_letter_original_and_the_error_messages_quoting_it() -> None:
         message=f"not a valid pearson message: {EMAIL!r} is not of type 'integer'",
         errors=[{"path": "/PAYLOAD/actor/userName", "message": f"{USER!r} is too long"}],
     )
-    out = privacy("drop").dead_letter(letter)
+    out = privacy("drop").dead_letter(letter).to_dict()
     assert EMAIL not in text(out)
     assert USER not in text(out)
     assert out["original"]["PAYLOAD"]["actor"] == {"id": "7777777", "type": "user"}
@@ -120,7 +123,7 @@ def test_dead_letter_original_and_the_error_messages_quoting_it() -> None:
     assert out["errors"][0]["path"] == "/PAYLOAD/actor/userName"
 
 
-def form_letter(body: str) -> dict[str, Any]:
+def form_letter(body: str) -> DeadLetter:
     media = "application/x-www-form-urlencoded"
     return dead_letter(
         original_body=body, original_body_encoding="utf-8", original_media_type=media
@@ -130,7 +133,7 @@ def form_letter(body: str) -> dict[str, Any]:
 def test_a_raw_form_body_with_json_inside_is_scrubbed_and_kept_a_form() -> None:
     payload = text(pearson_message()["PAYLOAD"])
     body = urlencode({"MESSAGE-ID": "m1", "PAYLOAD": payload, "userName": USER})
-    out = privacy("pseudonymize").dead_letter(form_letter(body))["original_body"]
+    out = privacy("pseudonymize").dead_letter(form_letter(body)).to_dict()["original_body"]
     fields = parse_qs(out)
     assert fields["MESSAGE-ID"] == ["m1"]
     assert fields["userName"] == [pseudonym(KEY, USER)]
@@ -141,7 +144,7 @@ def test_a_raw_form_body_with_json_inside_is_scrubbed_and_kept_a_form() -> None:
 
 def test_a_body_without_personal_data_is_kept_byte_for_byte() -> None:
     body = "quiz_submission_events%5B%5D=page_blurred&x=1"
-    assert privacy("drop").dead_letter(form_letter(body))["original_body"] == body
+    assert privacy("drop").dead_letter(form_letter(body)).to_dict()["original_body"] == body
 
 
 def test_a_body_that_is_not_json_loses_its_emails_and_personal_pairs() -> None:
@@ -149,7 +152,7 @@ def test_a_body_that_is_not_json_loses_its_emails_and_personal_pairs() -> None:
     letter = dead_letter(
         original_body=body, original_body_encoding="utf-8", original_media_type="application/json"
     )
-    out = privacy("drop").dead_letter(letter)["original_body"]
+    out = privacy("drop").dead_letter(letter).to_dict()["original_body"]
     assert EMAIL not in out
     assert '"id": "u1"' in out  # the rest stays as sent, for whoever fixes the sender
 
@@ -161,7 +164,7 @@ def test_a_base64_body_loses_its_emails() -> None:
         original_body_encoding="base64",
         original_media_type="application/octet-stream",
     )
-    out = base64.b64decode(privacy("drop").dead_letter(letter)["original_body"])
+    out = base64.b64decode(privacy("drop").dead_letter(letter).to_dict()["original_body"])
     assert EMAIL.encode() not in out
     assert out.startswith(b"\xff\xfe garbage ")
 
@@ -251,6 +254,6 @@ def test_a_described_person_loses_its_name_whatever_its_type_is_spelled() -> Non
 def test_messages_lose_quoted_short_names_but_keep_their_words() -> None:
     original = {"PAYLOAD": {"actor": {"id": "1", "firstName": "Li"}}}
     letter = dead_letter(original=original, message="'Li' is not valid: see List of rules")
-    assert privacy("drop").dead_letter(letter)["message"] == (
+    assert privacy("drop").dead_letter(letter).to_dict()["message"] == (
         f"'{REMOVED}' is not valid: see List of rules"
     )

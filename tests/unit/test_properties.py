@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.canonical import NormalizeContext
-from gateway.errors import GatewayError
-from gateway.limits import MAX_JSON_DEPTH, InvalidJson, UnsafePayload, loads_json
+from gateway.errors import GatewayError, UnsafePayload
+from gateway.limits import MAX_JSON_DEPTH, InvalidJson, loads_json
 from gateway.pipeline import normalize_items, split_request
 from gateway.schemas import SchemaSet
 from gateway.vendors import registry

@@ -70,8 +70,8 @@ def test_an_inspera_dead_letter_keeps_no_pre_signed_url() -> None:
 
     from gateway.canonical import NormalizeContext  # noqa: PLC0415
     from gateway.errors import Rejection  # noqa: PLC0415
+    from gateway.kafka.publisher import Publisher  # noqa: PLC0415
     from gateway.pipeline import Pipeline  # noqa: PLC0415
-    from gateway.publisher import Publisher  # noqa: PLC0415
     from gateway.settings import Settings  # noqa: PLC0415
 
     settings = Settings()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from gateway.records import OutRecord
-from gateway.spool import Spool, inspect_spool
+from gateway.kafka.records import OutRecord
+from gateway.kafka.spool import Spool, inspect_spool
 
 RECORD = OutRecord("t", b"k", b"v" * 10, (("content-type", b"application/json"),))
 

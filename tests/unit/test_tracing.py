@@ -24,8 +24,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from gateway.app import create_app
-from gateway.broker import start_broker, stop_broker
 from gateway.errors import ConfigError
+from gateway.kafka.broker import start_broker, stop_broker
 from gateway.settings import Settings, TracingSettings, load_settings
 from gateway.tracing import NO_TRACER, build_tracer
 from tests.integration.conftest import ROOT, TOKEN, free_port

@@ -1,6 +1,7 @@
 """IMS Caliper 1.1 / 1.2 sensors (Blackboard Learn, Canvas's Caliper stream, any Caliper sensor):
 envelopes of events on `POST /v1/caliper`, a bearer token or a raw key; the endpoint's
-configuration on GET. The mapping: docs/canonical-record.md#caliper-mapping-ims-caliper-11--12.
+configuration on GET. Its contract: docs/vendors/caliper.md (the mapping:
+docs/canonical-record.md#caliper-mapping-ims-caliper-11--12).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ VENDOR: Final = Vendor(
     success=Reply(200),
     render_error=normalize.render_error,
     describe=normalize.describe,
-    doc="docs/canonical-record.md#caliper-mapping-ims-caliper-11--12",
+    doc="docs/vendors/caliper.md",
     example=Example(
         headers=(("Authorization", "Bearer dev-token"), ("Content-Type", "application/json")),
         body=EXAMPLE_ENVELOPE,

@@ -1,7 +1,7 @@
 """IMS Caliper 1.1 / 1.2 (Blackboard Learn, Canvas's Caliper stream, any Caliper sensor).
 
-Contract (docs/vendor-contracts.md §1): one Envelope per POST, `application/json`, bearer or raw
-key; 200 with an empty body on success; 400 malformed or missing envelope (an empty `data`
+Contract (docs/vendors/caliper.md#contract): one Envelope per POST, `application/json`, bearer or
+raw key; 200 with an empty body on success; 400 malformed or missing envelope (an empty `data`
 included), 415 other content types, 422 unsupported `dataVersion`. Events inside a well-formed
 envelope never fail the request: invalid ones are dead-lettered, because sensors never retry.
 
@@ -21,7 +21,6 @@ from typing import Any, Final
 
 import orjson
 
-from gateway.auth import SignatureRefused
 from gateway.canonical import (
     CanonicalEvent,
     EventType,
@@ -34,6 +33,7 @@ from gateway.errors import (
     GatewayError,
     MalformedPayload,
     NormalizeError,
+    SignatureRefused,
     Unauthorized,
     UnsupportedMediaType,
     UnsupportedVersion,

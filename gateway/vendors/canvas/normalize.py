@@ -1,6 +1,6 @@
 """Canvas LMS quiz submission events (`Quizzes::QuizSubmissionEventsApiController#create`).
 
-Contract (docs/vendor-contracts.md §2): `POST /api/v1/courses/{course_id}/quizzes/{quiz_id}/
+Contract (docs/vendors/canvas.md#contract): `POST /api/v1/courses/{course_id}/quizzes/{quiz_id}/
 submissions/{id}/events` with `quiz_submission_events` in one of three encodings: JSON (the
 Canvas browser), a Rack-nested form (`quiz_submission_events[][event_type]=...`), or the flat form
 `quiz_submission_events[]=<type>` that canvasapi 3.x really sends (its `submit_events` keeps only
@@ -33,10 +33,12 @@ from gateway.errors import (
     MalformedPayload,
     NormalizeError,
     NotFound,
+    RackParameterError,
     Unauthorized,
+    UnsafePayload,
     UnsupportedMediaType,
 )
-from gateway.limits import MAX_FORM_FIELDS, InvalidJson, UnsafePayload, loads_json
+from gateway.limits import MAX_FORM_FIELDS, InvalidJson, loads_json
 from gateway.vendors.base import Inbound, Item, Reply
 
 NAME: Final = "canvas"
@@ -80,10 +82,6 @@ _RACK_ARRAY_OF_HASH: Final = re.compile(r"\A\[\]\[([^\[\]]+)\]\Z")
 _RACK_ARRAY_REST: Final = re.compile(r"\A\[\](.+)\Z", re.DOTALL)
 _RACK_KEY_PARTS: Final = re.compile(r"[\[\]]+")
 _WORD_START: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-
-
-class RackParameterError(MalformedPayload):
-    """Raised when form keys conflict (`a=1&a[]=2`) or nest deeper than Rack allows."""
 
 
 def parse_rack_form(body: bytes, depth_limit: int = RACK_DEPTH_LIMIT) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Canvas's quiz log: the read model behind `GET .../submissions/{id}/events`, and the three
 GETs canvasapi walks through to reach a quiz submission.
 
-A topic follower (gateway/topic_follower.py) reads the canonical topic (every partition, so it
+A topic follower (gateway/kafka/follower.py) reads the canonical topic (every partition, so it
 sees what every gateway instance published), keeps the Canvas records and stores them in SQLite
 under `server.state_dir`, with the consumed offsets in the same transaction: a restart resumes
 exactly where the last committed batch ended, and rows are idempotent by canonical record id (a
@@ -35,10 +35,10 @@ from urllib.parse import quote, urlsplit
 import orjson
 import structlog
 
-from gateway.errors import GatewayError, NotFound
+from gateway.errors import InvalidParameter, NotFound
+from gateway.kafka.follower import TopicFollower
 from gateway.settings import Settings
 from gateway.sqlite_store import SqliteStore
-from gateway.topic_follower import TopicFollower
 from gateway.vendors.base import ExtraRoute, Inbound, Item, Reply
 from gateway.vendors.canvas import normalize as canvas
 from gateway.vendors.canvas.settings import CanvasSettings
@@ -104,13 +104,6 @@ _PAGE: Final = (
 log = structlog.get_logger("gateway.canvas")
 
 T = TypeVar("T")
-
-
-class InvalidParameter(GatewayError):
-    """Raised when a query parameter of a GET cannot be what it names (a page beyond 64 bits)."""
-
-    status = 400
-    code = "invalid_parameter"
 
 
 @dataclass(frozen=True, slots=True)

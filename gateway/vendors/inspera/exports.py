@@ -27,7 +27,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -37,7 +37,7 @@ import structlog
 
 from gateway.canonical import NormalizeContext
 from gateway.errors import BrokerUnavailable
-from gateway.pipeline import Pipeline, RequestStats
+from gateway.pipeline import Pipeline, Tally
 from gateway.settings import Settings
 from gateway.sqlite_store import SqliteStore
 from gateway.vendors.base import ExtraRoute, Item
@@ -202,19 +202,25 @@ class ExportDownloader:
 
 
 @dataclass
-class IngestResult:
-    """What one export came to."""
+class IngestResult(Tally):
+    """What one export came to: the pipeline's tally of its events, and what was read."""
 
     bytes: int = 0
     candidates: int = 0
     events: int = 0
-    published: int = 0
-    deadlettered: int = 0
-    duplicates: int = 0
 
     def log_ingested(self, **fields: object) -> None:
         """The `inspera_export_ingested` line (the webhook path and the CLI log the same)."""
-        log.info("inspera_export_ingested", **asdict(self), **fields)
+        log.info(
+            "inspera_export_ingested",
+            bytes=self.bytes,
+            candidates=self.candidates,
+            events=self.events,
+            published=self.published,
+            deadlettered=self.deadlettered,
+            duplicates=self.duplicates,
+            **fields,
+        )
 
 
 class ExportIngester:
@@ -294,12 +300,8 @@ class ExportIngester:
     ) -> None:
         if not batch:
             return
-        stats = RequestStats()
-        await self._pipeline.publish_items(VENDOR, batch, ctx, stats)
+        await self._pipeline.publish_items(VENDOR, batch, ctx, result)
         result.events += len(batch)
-        result.published += stats.accepted
-        result.deadlettered += stats.deadlettered
-        result.duplicates += stats.duplicates
         batch.clear()
         if progress is not None:
             progress("publishing", result.events, total)

@@ -1,6 +1,6 @@
 """Inspera Assessment: webhooks and the test-events export file.
 
-Contract (docs/vendor-contracts.md §4): JSON webhooks signed with `X-Inspera-Signature` (hex
+Contract (docs/vendors/inspera.md#contract): JSON webhooks signed with `X-Inspera-Signature` (hex
 HMAC-SHA1 of the raw body), answered 200 within 10 s; anything else is retried 3 times. The
 payload is thin (`{contextObjectId, event, timestamp}`); `event_by_candidates_export_finished`
 also names a pre-signed URL of the test-events export, which `gateway.vendors.inspera.exports`

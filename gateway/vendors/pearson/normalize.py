@@ -1,12 +1,13 @@
 """Pearson LearningStudio eventing (`pearson.ls.assessment.studentexam.completed`).
 
-Contract (docs/vendor-contracts.md §3): one message per POST, `application/x-www-form-urlencoded`
-with DELIVERY-ATTEMPT-ID, MESSAGE-ID, MESSAGE-TYPE, AUTHORIZATION, PAYLOAD (the event JSON as a
-string), PAYLOAD-CONTENT-TYPE and optionally AUTHORIZATION-DELIMITER; signed with AES-CMAC in the
-AUTHORIZATION field (`signature.py`). Success is 200 with an empty body, and anything else
-makes Pearson redeliver for 72 hours. So once a delivery is authenticated nothing about its content
-earns a 4xx: a payload that is not JSON, breaks the schema or has a message type the gateway does
-not normalize is dead-lettered (with the message id and type, for replay) and answered 200.
+Contract (docs/vendors/pearson.md#contract): one message per POST,
+`application/x-www-form-urlencoded` with DELIVERY-ATTEMPT-ID, MESSAGE-ID, MESSAGE-TYPE,
+AUTHORIZATION, PAYLOAD (the event JSON as a string), PAYLOAD-CONTENT-TYPE and optionally
+AUTHORIZATION-DELIMITER; signed with AES-CMAC in the AUTHORIZATION field (`signature.py`). Success
+is 200 with an empty body, and anything else makes Pearson redeliver for 72 hours. So once a
+delivery is authenticated nothing about its content earns a 4xx: a payload that is not JSON, breaks
+the schema or has a message type the gateway does not normalize is dead-lettered (with the message
+id and type, for replay) and answered 200.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from gateway.canonical import (
     content_digest,
     normalize_time,
 )
-from gateway.errors import NormalizeError, UnsupportedMediaType
-from gateway.limits import InvalidJson, UnsafePayload, loads_json
+from gateway.errors import NormalizeError, UnsafePayload, UnsupportedMediaType
+from gateway.limits import InvalidJson, loads_json
 from gateway.vendors.base import Inbound, Item
 
 NAME: Final = "pearson"

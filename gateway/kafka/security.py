@@ -16,7 +16,7 @@ from typing import Any
 
 from aiokafka.helpers import create_ssl_context
 
-from gateway.kafka_log import ClientLog
+from gateway.kafka.log import ClientLog
 from gateway.settings import KafkaSettings
 
 # The same SASL settings under each library's names.

@@ -9,7 +9,7 @@ removed, its lock file too, by the process that holds it: files do not pile up (
 --drain`, restarts). SQLite calls run on one dedicated thread, never on the event loop.
 
 Beside the slots, `quarantine.sqlite3` keeps the rare record that Kafka refuses for good and that
-not even a dead letter can replace (gateway/publisher.py): out of the spool, so that it never
+not even a dead letter can replace (gateway/kafka/publisher.py): out of the spool, so that it never
 blocks what comes after it, and never retried. `gateway spool` lists it.
 """
 
@@ -29,8 +29,8 @@ from typing import IO, Any, Final, TypeVar
 
 import orjson
 
-from gateway.errors import GatewayError
-from gateway.records import OutRecord
+from gateway.errors import SpoolFull
+from gateway.kafka.records import OutRecord
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS records (
@@ -61,14 +61,6 @@ CREATE TABLE IF NOT EXISTS records (
 """
 
 T = TypeVar("T")
-
-
-class SpoolFull(GatewayError):
-    """Raised when the spool has reached its size limit: the gateway stops accepting (503)."""
-
-    status = 503
-    code = "spool_full"
-    retryable = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,27 +12,62 @@ consumers deduplicate (docs/delivery.md).
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
 import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TextIO
+from typing import TextIO
 
-import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from gateway.canonical import NormalizeContext, parse_time
-from gateway.consumers import stop_consumer
-from gateway.errors import GatewayError, NormalizeError
-from gateway.kafka_security import aiokafka_connection
-from gateway.pipeline import Pipeline, RequestStats, normalize_items, split_request
-from gateway.publisher import Publisher
+from gateway.deadletter import ABSENT, DeadLetter, LetterItem
+from gateway.errors import ConfigError, GatewayError, NormalizeError
+from gateway.kafka.consumers import read_to_end
+from gateway.kafka.publisher import Publisher
+from gateway.pipeline import Pipeline, Tally, normalize_items, split_request
 from gateway.schemas import SchemaSet
 from gateway.settings import Settings
+from gateway.tools import logs_to_stderr
+from gateway.tools.devfile import tool_settings
 from gateway.vendors import registry
 from gateway.vendors.base import Inbound, Item, Vendor
+
+
+def replay_command(
+    vendor: str | None, reason: str | None, since: str | None, until: str | None, dry_run: bool
+) -> int:
+    """Run `gateway replay` and print what it did; 1 when Kafka cannot be read."""
+    settings = tool_settings()
+    logs_to_stderr(settings)
+    # The client's own connection warnings would repeat what the error below says.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        filters = Filters(
+            vendor=vendor,
+            reason=reason,
+            since=parse_time(since) if since else None,
+            until=parse_time(until) if until else None,
+        )
+    except NormalizeError as error:
+        raise ConfigError(f"--since/--until: {error.message}") from None
+    try:
+        tally = asyncio.run(replay(settings, filters, dry_run, progress_bar()))
+    except KafkaError as error:  # as `gateway tail` says it
+        print(f"gateway: Kafka at {settings.kafka.bootstrap_servers}: {error}", file=sys.stderr)
+        return 1
+    mode = "dry run: would publish" if dry_run else "published"
+    print(
+        f"{tally.read} dead letters read, {tally.matched} matched; {mode} {tally.published} "
+        f"canonical records ({tally.duplicates} duplicates skipped)"
+    )
+    for code, count in sorted(tally.still_failing.items()):
+        print(f"still failing: {count} x {code}")
+    return 0
 
 
 @dataclass(frozen=True)
@@ -44,14 +79,14 @@ class Filters:
     since: datetime | None = None
     until: datetime | None = None
 
-    def match(self, letter: dict[str, Any]) -> bool:
-        if self.vendor and letter.get("vendor") != self.vendor:
+    def match(self, letter: DeadLetter) -> bool:
+        if self.vendor and letter.vendor != self.vendor:
             return False
-        if self.reason and letter.get("reason") != self.reason:
+        if self.reason and letter.reason != self.reason:
             return False
         if self.since or self.until:
             try:
-                received = parse_time(letter.get("receivedat"))
+                received = parse_time(letter.receivedat)
             except NormalizeError:
                 return False
             if self.since and received < self.since:
@@ -62,67 +97,34 @@ class Filters:
 
 
 @dataclass
-class Tally:
-    """What a replay did."""
+class Replayed(Tally):
+    """What a replay did: the pipeline's tally of what it published, and what it read."""
 
     read: int = 0
     matched: int = 0
-    published: int = 0
-    duplicates: int = 0
+    # Why letters were not replayed: their rejection's code again, `unknown_vendor`,
+    # `not_replayable` (only a prefix was kept) or `not_a_dead_letter` (not a JSON object).
     still_failing: Counter[str] = field(default_factory=Counter)
 
 
-def rebuild(letter: dict[str, Any], vendor: Vendor, schemas: SchemaSet) -> list[Item]:
+def rebuild(letter: DeadLetter, vendor: Vendor, schemas: SchemaSet) -> list[Item]:
     """The items a dead letter came from (raises GatewayError if its body still cannot be split)."""
-    if "original_body" in letter:
-        text = letter["original_body"]
-        body = (
-            base64.b64decode(text)
-            if letter.get("original_body_encoding") == "base64"
-            else text.encode()
-        )
-        inbound = Inbound("POST", letter.get("original_media_type", ""), body)
+    if letter.original_body is not None:
+        text = letter.original_body
+        encoded = letter.original_body_encoding == "base64"
+        body = base64.b64decode(text) if encoded else text.encode()
+        inbound = Inbound("POST", letter.original_media_type or "", body)
         return list(split_request(vendor, inbound, schemas))
-    split = letter.get("item") or {}
+    split = letter.item or LetterItem("", None, {})
     return [
         Item(
-            payload=letter.get("original"),
-            schema=split.get("schema") or (vendor.item_schemas or ("",))[0],
-            where=letter.get("where", ""),
-            identity=split.get("identity"),
-            meta=split.get("meta") or {},
+            payload=None if letter.original is ABSENT else letter.original,
+            schema=split.schema or (vendor.item_schemas or ("",))[0],
+            where=letter.where or "",
+            identity=split.identity,
+            meta=split.meta or {},
         )
     ]
-
-
-async def read_dead_letters(settings: Settings) -> list[dict[str, Any]]:
-    """Every letter now in the dead-letter topic, oldest first per partition."""
-    topic = settings.kafka.deadletter_topic
-    consumer = AIOKafkaConsumer(enable_auto_commit=False, **aiokafka_connection(settings.kafka))
-    try:
-        await consumer.start()  # in the try: a consumer that could not connect is closed too
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        if not partitions:
-            return []
-        consumer.assign(partitions)
-        end = await consumer.end_offsets(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        letters: list[dict[str, Any]] = []
-        remaining = {tp for tp in partitions if end[tp] > 0}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=1000)
-            for tp, messages in batch.items():
-                letters.extend(orjson.loads(message.value) for message in messages)
-                if messages and messages[-1].offset >= end[tp] - 1:
-                    remaining.discard(tp)
-        # Past the end offsets, whatever one more short poll returns is read too: some brokers
-        # (the embedded dev broker) report the end of a partition one batch short.
-        while batch := await consumer.getmany(*partitions, timeout_ms=300):
-            for messages in batch.values():
-                letters.extend(orjson.loads(message.value) for message in messages)
-        return letters
-    finally:
-        await stop_consumer(consumer)
 
 
 async def replay(
@@ -130,13 +132,21 @@ async def replay(
     filters: Filters,
     dry_run: bool,
     progress: Callable[[int, int], None] = lambda done, total: None,
-) -> Tally:
+) -> Replayed:
     """Replay the matching dead letters; with `dry_run`, only say what would be published."""
     vendors = registry()
-    tally = Tally()
-    letters = await read_dead_letters(settings)
-    tally.read = len(letters)
-    chosen = [letter for letter in letters if filters.match(letter)]
+    tally = Replayed()
+    values = await read_to_end(settings.kafka, settings.kafka.deadletter_topic)
+    tally.read = len(values)
+    chosen = []
+    for value in values:
+        try:
+            letter = DeadLetter.from_record(value)
+        except ValueError:
+            tally.still_failing["not_a_dead_letter"] += 1
+            continue
+        if filters.match(letter):
+            chosen.append(letter)
     tally.matched = len(chosen)
     publisher = Publisher(settings.kafka, settings.server)  # direct: replay is not a sender
     # No sender authenticates here: the tenant of each letter is the one it was stamped with.
@@ -162,19 +172,19 @@ async def replay(
 
 
 async def _replay_one(
-    letter: dict[str, Any],
+    letter: DeadLetter,
     *,
     vendors: dict[str, Vendor],
     schemas: SchemaSet,
     pipeline: Pipeline,
     dry_run: bool,
-    tally: Tally,
+    tally: Replayed,
 ) -> None:
-    vendor = vendors.get(letter.get("vendor", ""))
+    vendor = vendors.get(letter.vendor)
     if vendor is None:
         tally.still_failing["unknown_vendor"] += 1
         return
-    if "original_truncated" in letter or "topic" in letter:
+    if letter.original_truncated is not None or letter.topic is not None:
         # Only a prefix of the event was kept, or the letter holds a record Kafka refused (not
         # the vendor's event): nothing to rebuild the event from.
         tally.still_failing["not_replayable"] += 1
@@ -185,16 +195,13 @@ async def _replay_one(
         tally.still_failing[error.code] += 1
         return
     ctx = NormalizeContext(
-        letter["tenant"], vendor.name, parse_time(letter["receivedat"]), letter.get("request_id")
+        letter.tenant, vendor.name, parse_time(letter.receivedat), letter.request_id
     )
     if dry_run:
         normalized = normalize_items(vendor, items, ctx, schemas, include_original=False)
         tally.published += len(normalized.canonical)
     else:
-        stats = RequestStats()
-        normalized = await pipeline.publish_items(vendor, items, ctx, stats, dead_letter=False)
-        tally.published += stats.accepted
-        tally.duplicates += stats.duplicates
+        normalized = await pipeline.publish_items(vendor, items, ctx, tally, dead_letter=False)
     for _, rejection in normalized.rejected:
         tally.still_failing[rejection.code] += 1
 

@@ -14,7 +14,7 @@ for the cluster or that the broker finds invalid is refused for good: no retry c
 is reported by its position (`RecordsRefused`) once every record of the send is answered, and
 the others of the send are delivered as usual. Anything else (a timeout, a leader change, a
 cluster away or refusing the gateway's credentials) fails the send at once (`ProducerError`):
-retrying may cure it, and the records are kept meanwhile (gateway/publisher.py).
+retrying may cure it, and the records are kept meanwhile (gateway/kafka/publisher.py).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from typing import Any, Final
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from gateway.deadletter import RECORD_INVALID, RECORD_TOO_LARGE
-from gateway.kafka_security import librdkafka_connection
-from gateway.records import OutRecord
+from gateway.kafka.records import OutRecord
+from gateway.kafka.security import librdkafka_connection
 from gateway.settings import KafkaSettings
 
 _POLL_SECONDS: Final = 0.1

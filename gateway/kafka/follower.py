@@ -27,7 +27,7 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from gateway.kafka_security import librdkafka_connection
+from gateway.kafka.security import librdkafka_connection
 from gateway.settings import KafkaSettings
 
 _POLL_SECONDS: Final = 0.2

@@ -1,11 +1,11 @@
 """Publishes records to Kafka and returns only once they are safe: acknowledged or spooled.
 
-One producer per process (librdkafka, gateway/kafka_producer.py) is shared by every request, so
+One producer per process (librdkafka, gateway/kafka/producer.py) is shared by every request, so
 records of concurrent requests travel in the same batches (`linger_ms`, `max_batch_bytes`); a
 request awaits only its own records' acks.
 When Kafka does not acknowledge within `spool.ack_deadline_seconds` (or is known to be down) the
-records are written to the local spool (gateway/spool.py) instead, and a forwarder drains the
-spool to Kafka, oldest first, once it is back. While the spool holds anything, new records join
+records are written to the local spool (gateway/kafka/spool.py) instead, and a forwarder drains
+the spool to Kafka, oldest first, once it is back. While the spool holds anything, new records join
 its end rather than overtaking it.
 
 Only failures that retrying may cure go to the spool. A record Kafka refuses for good (too large
@@ -13,9 +13,9 @@ for the cluster, invalid) would block the spool for ever, and every record behin
 never spooled. It is sent once more on its own (a broker refuses a whole batch for one record,
 so a refused record may only have kept bad company), then replaced by its dead letter (shrunk to
 fit the cluster's limit, gateway/deadletter.py), and, should Kafka refuse that too, kept in the
-quarantine file (gateway/spool.py) that `gateway spool` lists. The cluster's limit is read from
-the topics at start-up (`kafka.max_record_bytes` where it cannot be), so that the client refuses
-an oversized record before any broker sees it.
+quarantine file (gateway/kafka/spool.py) that `gateway spool` lists. The cluster's limit is read
+from the topics at start-up (`kafka.max_record_bytes` where it cannot be), so that the client
+refuses an oversized record before any broker sees it.
 """
 
 from __future__ import annotations
@@ -28,19 +28,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
-import orjson
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
-from gateway.deadletter import RECORD_TOO_LARGE, encode, for_refused, to_record, value_limit
+from gateway.deadletter import RECORD_TOO_LARGE, DeadLetter
 from gateway.errors import BrokerUnavailable, GatewayError
-from gateway.kafka_producer import AsyncProducer, ProducerError, RecordsRefused, Refusal
-from gateway.kafka_security import aiokafka_connection
-from gateway.records import OutRecord
+from gateway.kafka.producer import AsyncProducer, ProducerError, RecordsRefused, Refusal
+from gateway.kafka.records import OutRecord
+from gateway.kafka.security import aiokafka_connection
+from gateway.kafka.spool import Quarantine, Spool
 from gateway.settings import KafkaSettings, ServerSettings, SpoolSettings
-from gateway.spool import Quarantine, Spool
 from gateway.tracing import NO_TRACER, PUBLISH_SPAN, AttributeValue, Tracer
 
 __all__ = ["OutRecord", "Publisher"]
@@ -292,15 +291,15 @@ class Publisher:
             # read at start-up (a topic changed since). Half the refused size is a guess that fits.
             limit = min(limit, record.size // 2)
         if record.topic != self._kafka.deadletter_topic:
-            letter = for_refused(record, refusal.reason, refusal.detail)
-            return to_record(letter, self._kafka.deadletter_topic, limit)
+            letter = DeadLetter.refused(record, refusal.reason, refusal.detail)
+            return letter.to_record(self._kafka.deadletter_topic, limit)
         if refusal.reason != RECORD_TOO_LARGE:
             return None  # an invalid dead letter stays invalid however it is written
         try:
-            letter = orjson.loads(record.value)
-        except orjson.JSONDecodeError:
+            letter = DeadLetter.from_record(record.value)
+        except ValueError:
             return None
-        value = encode(letter, value_limit(limit))
+        value = letter.to_record(record.topic, limit).value
         if len(value) >= len(record.value):
             return None
         return OutRecord(record.topic, record.key, value, record.headers)
