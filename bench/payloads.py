@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 import orjson
 
 from gateway.vendors.pearson.signature import aes_cmac_hex
-from tests.caliper_fixtures import IMS
+from tests.support.caliper import IMS
 
 LUA = Path(__file__).resolve().parent / "lua"
 BEARER_JSON = ("Authorization: Bearer dev-token", "Content-Type: application/json")

@@ -16,7 +16,7 @@ import orjson
 from referencing import Registry, Resource
 
 from gateway.schemas import DRAFT, SchemaSet, load_documents
-from tests.caliper_fixtures import IMS
+from tests.support.caliper import IMS
 
 ENVELOPE: Any = orjson.loads((IMS / "v1p2" / "caliperEnvelopeEventBatch.json").read_bytes())
 CALIPER = "caliper/caliper.schema.json"

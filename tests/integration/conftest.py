@@ -1,143 +1,40 @@
-"""Real components for the integration tests: the embedded broker and `gateway serve`, started
-once per test session on free loopback ports (a public and an admin port per gateway), and a
-Kafka reader that shows what was published.
+"""Fixtures of the integration tests: the embedded broker and `gateway serve`, started once per
+test session on free loopback ports (a public and an admin port per gateway), a Kafka reader
+that shows what was published, HTTP clients of the session's gateway, and the check that no
+gateway log of the session holds a secret or an email. The helpers behind them are in
+tests/support/ (gateway.py, kafka.py, http.py).
+
+Every test of this folder is marked `integration` here (`pytest -m "not integration"` runs the
+unit tests alone).
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import re
-import signal
-import socket
-import subprocess
-import sys
-import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
-import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gateway.kafka.broker import start_broker, stop_broker
-
-ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "dev-token"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass(frozen=True)
-class KafkaRecord:
-    """A record read back from a topic."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: dict[str, bytes]
-    partition: int = -1
-
-    def json(self) -> Any:
-        return orjson.loads(self.value)
-
-
-class TopicReader:
-    """Reads a topic from the beginning, as a downstream consumer would."""
-
-    def __init__(self, bootstrap: str, **options: Any) -> None:
-        self.bootstrap = bootstrap
-        self.options = options  # aiokafka's connection options (TLS, SASL), as the gateway's
-
-    async def read(
-        self,
-        topic: str,
-        until: Callable[[list[KafkaRecord]], bool],
-        within: float = 15.0,
-    ) -> list[KafkaRecord]:
-        """Every record of `topic`, read until `until(records)` holds or `within` seconds pass."""
-        connection = {"bootstrap_servers": self.bootstrap, **self.options}
-        consumer = AIOKafkaConsumer(enable_auto_commit=False, **connection)
-        await consumer.start()
-        try:
-            deadline = time.monotonic() + within
-            partitions = consumer.partitions_for_topic(topic)
-            while not partitions and time.monotonic() < deadline:
-                # A topic created a moment ago (or not yet) is not in the client's metadata.
-                await asyncio.sleep(0.2)
-                await consumer._client.force_metadata_update()
-                partitions = consumer.partitions_for_topic(topic)
-            if not partitions:
-                return []
-            assignment = [TopicPartition(topic, p) for p in sorted(partitions or ())]
-            consumer.assign(assignment)
-            await consumer.seek_to_beginning(*assignment)
-            records: list[KafkaRecord] = []
-            while time.monotonic() < deadline:
-                batch = await consumer.getmany(timeout_ms=200)
-                for messages in batch.values():
-                    records.extend(
-                        KafkaRecord(m.topic, m.key, m.value, dict(m.headers), m.partition)
-                        for m in messages
-                    )
-                if until(records):
-                    break
-            return records
-        finally:
-            await consumer.stop()
-
-    async def settle(self, topic: str, quiet: float = 1.5) -> list[KafkaRecord]:
-        """Every record of `topic` once nothing new has arrived for `quiet` seconds."""
-        seen: list[int] = []
-        started = time.monotonic()
-
-        def quiet_enough(records: list[KafkaRecord]) -> bool:
-            seen.append(len(records))
-            return time.monotonic() - started > quiet and len(set(seen[-8:])) == 1
-
-        return await self.read(topic, quiet_enough, within=quiet + 10)
-
-
-@dataclass(frozen=True)
-class Gateway:
-    """A running `gateway serve` process: vendor routes at `url`, the operational endpoints
-    (/healthz, /readyz, /metrics, /openapi.json) at `admin_url`."""
-
-    url: str
-    admin_url: str
-    suffix: str
-    canonical_topic: str
-    deadletter_topic: str
-    log_path: Path
-    process: subprocess.Popen[bytes]
-
-    def log_lines(self) -> list[dict[str, Any]]:
-        """The JSON lines the gateway has logged so far."""
-        lines = self.log_path.read_bytes().splitlines()
-        return [orjson.loads(line) for line in lines if line.startswith(b"{")]
-
-
-# What no gateway log may ever contain: the dev credentials the tests send, pre-signed URL
-# signatures, and any email address (test payloads carry learners' emails on purpose).
-SECRETS_IN_TESTS = (
-    b"dev-token",
-    b"dev-pearson-key!",
-    b"dev-inspera-secret",
-    b"X-Amz-Signature",
-    b"X-Amz-Credential",
+from tests.support.gateway import (
+    EMAIL,
+    GATEWAY_LOGS,
+    SECRETS_IN_TESTS,
+    Gateway,
+    running_gateway,
 )
-EMAIL = re.compile(rb"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-# Every gateway log of the session: the check after the run must find each one it was given.
-GATEWAY_LOGS: list[Path] = []
+from tests.support.http import free_port
+from tests.support.kafka import TopicReader
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test of this folder `integration`: they need the broker and real processes."""
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -169,88 +66,6 @@ def broker() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def kafka(broker: str) -> TopicReader:
     return TopicReader(broker)
-
-
-def start_gateway(
-    broker: str,
-    tmp: Path,
-    extra_env: dict[str, str] | None = None,
-    suffix: str | None = None,
-) -> Gateway:
-    """`gateway serve` with the dev configuration, its own topics and free ports, ready once its
-    admin port says so. GATEWAY_SERVER_ADMIN_PORT=0 in `extra_env`: one port for everything.
-
-    A `suffix` of an earlier gateway restarts "the same" gateway: same topics, same state dir.
-    """
-    port = free_port()
-    suffix = suffix or uuid.uuid4().hex[:8]
-    canonical, deadletter = f"edu.events.v1.{suffix}", f"edu.events.deadletter.v1.{suffix}"
-    log_path = tmp / f"gateway-{suffix}-{port}.log"
-    GATEWAY_LOGS.append(log_path)
-    env = {
-        **os.environ,
-        "GATEWAY_CONFIG": str(ROOT / "gateway.dev.toml"),
-        "GATEWAY_KAFKA_BOOTSTRAP_SERVERS": broker,
-        "GATEWAY_KAFKA_CANONICAL_TOPIC": canonical,
-        "GATEWAY_KAFKA_DEADLETTER_TOPIC": deadletter,
-        "GATEWAY_SERVER_STATE_DIR": str(tmp / f"state-{suffix}"),
-        "GATEWAY_SERVER_ADMIN_PORT": str(free_port()),
-        **(extra_env or {}),
-    }
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    admin_port = int(env["GATEWAY_SERVER_ADMIN_PORT"])
-    admin_url = f"http://127.0.0.1:{admin_port}" if admin_port else url
-    gateway = Gateway(url, admin_url, suffix, canonical, deadletter, log_path, process)
-    # One worker answering is not all of them: the others may still be starting, and take no
-    # connection until they have.
-    workers = int(env.get("GATEWAY_SERVER_WORKERS", "1"))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gateway exited: {log_path.read_text()}")
-        try:
-            ready = httpx.get(f"{admin_url}/readyz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            ready = False
-        if ready and (workers == 1 or log_path.read_bytes().count(b'"started"') >= workers):
-            return gateway
-        time.sleep(0.1)
-    stop_gateway(gateway)  # SIGTERM first: a killed parent would leave its workers running
-    raise RuntimeError(f"gateway did not become ready: {log_path.read_text()}")
-
-
-def stop_gateway(gateway: Gateway) -> None:
-    gateway.process.send_signal(signal.SIGTERM)
-    try:
-        gateway.process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        gateway.process.kill()
-        gateway.process.wait()
-
-
-def running_gateway(
-    broker: str, tmp: Path, extra_env: dict[str, str] | None = None, *, config: str = ""
-) -> Iterator[Gateway]:
-    """A gateway for a fixture to `yield from`: started, yielded, stopped. `config` is TOML
-    written to `tmp` and used instead of the dev configuration."""
-    env = dict(extra_env or {})
-    if config:
-        path = tmp / "gateway.toml"
-        path.write_text(config, encoding="utf-8")
-        env["GATEWAY_CONFIG"] = str(path)
-    running = start_gateway(broker, tmp, env)
-    try:
-        yield running
-    finally:
-        stop_gateway(running)
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,9 @@ import httpx
 import orjson
 
 from gateway.kafka.broker import wait_until_listening
-from tests.integration.conftest import ROOT, TOKEN, free_port
-from tests.integration.test_caliper import assessment_started, envelope
+from tests.support.caliper import assessment_started, envelope
+from tests.support.gateway import ROOT, TOKEN
+from tests.support.http import free_port
 
 GATEWAY = [sys.executable, "-m", "gateway.cli"]
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}

@@ -14,60 +14,15 @@ import pytest
 from cloudevents.core.bindings.kafka import KafkaMessage, from_structured
 from cloudevents.core.formats.json import JSONFormat
 
-from gateway.canonical import content_digest, record_id
-from gateway.schemas import SchemaSet
-from tests.integration.conftest import TOKEN, Gateway, KafkaRecord, TopicReader
+from tests.support.caliper import AUTH, assessment_started, envelope, expected_id
+from tests.support.gateway import Gateway
+from tests.support.kafka import KafkaRecord, TopicReader
+from tests.support.schemas import SCHEMAS
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "caliper"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "caliper" / "in"
 V1P2 = "http://purl.imsglobal.org/ctx/caliper/v1p2"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-SCHEMAS = SchemaSet()
 CANONICAL = SCHEMAS.get("canonical/event.schema.json")
 DEADLETTER = SCHEMAS.get("canonical/deadletter.schema.json")
-
-
-def envelope(*events: Any, version: str = V1P2) -> dict[str, Any]:
-    return {
-        "sensor": "https://example.edu/sensors/1",
-        "sendTime": "2026-11-26T10:00:01.000Z",
-        "dataVersion": version,
-        "data": list(events),
-    }
-
-
-def assessment_started(event_id: str | None = None, learner: str = "554433") -> dict[str, Any]:
-    """A fresh AssessmentEvent (unique id unless given)."""
-    return {
-        "@context": V1P2,
-        "id": event_id or f"urn:uuid:{uuid.uuid4()}",
-        "type": "AssessmentEvent",
-        "profile": "AssessmentProfile",
-        "actor": {"id": f"https://example.edu/users/{learner}", "type": "Person"},
-        "action": "Started",
-        "object": {
-            "id": "https://example.edu/terms/201601/courses/7/sections/1/assess/1",
-            "type": "Assessment",
-            "name": "Quiz One",
-            "maxScore": 25.0,
-        },
-        "generated": {
-            "id": f"https://example.edu/assess/1/users/{learner}/attempts/1",
-            "type": "Attempt",
-            "assignee": f"https://example.edu/users/{learner}",
-            "assignable": "https://example.edu/terms/201601/courses/7/sections/1/assess/1",
-            "count": 1,
-            "startedAtTime": "2026-11-26T10:00:00+01:00",
-        },
-        "eventTime": "2026-11-26T10:00:00+01:00",
-        "group": {
-            "id": "https://example.edu/terms/201601/courses/7/sections/1",
-            "type": "CourseSection",
-        },
-    }
-
-
-def expected_id(event: dict[str, Any], tenant: str = "demo") -> str:
-    return record_id(tenant, "caliper", event["id"], content_digest(event))
 
 
 def ids_of(records: list[KafkaRecord]) -> list[str]:

@@ -1,6 +1,6 @@
 """What real emitters publish, sent to a running gateway as each sender sends it.
 
-Every payload of tests/fixtures/caliper/emitters/ (Canvas Live Events, Blackboard Learn, Open edX
+Every payload of tests/fixtures/caliper/in/emitters/ (Canvas Live Events, Blackboard Learn, Open edX
 event-routing-backends, HMH; sources and licenses in SOURCES.md there) is posted once: the sender
 gets its success answer (Caliper: 200, empty body), every event and entity of it is published on
 the canonical topic as the record of its golden file (tests/fixtures/caliper/golden/emitters/,
@@ -20,11 +20,11 @@ import orjson
 import pytest
 
 from gateway.canonical import content_digest, record_id
-from gateway.schemas import SchemaSet
-from tests.caliper_fixtures import EmitterRequest, emitter_requests, quiz_page_deliveries
-from tests.integration.conftest import TOKEN, Gateway, KafkaRecord, TopicReader
+from tests.support.caliper import EmitterRequest, emitter_requests, quiz_page_deliveries
+from tests.support.gateway import TOKEN, Gateway
+from tests.support.kafka import KafkaRecord, TopicReader
+from tests.support.schemas import SCHEMAS
 
-SCHEMAS: Final = SchemaSet()
 CANONICAL: Final = SCHEMAS.get("canonical/event.schema.json")
 REQUESTS: Final = emitter_requests()
 # The Canvas types of the quiz page's events (docs/canonical-record.md, Canvas mapping).

@@ -3,7 +3,7 @@
 Positive fixtures (v1p1 and v1p2; envelopes as they are, single events and entities wrapped in an
 envelope) are accepted and yield their canonical records; IMS's negative fixtures end in the
 dead-letter topic, never in the canonical one. The fixtures are LGPL-3.0: see
-tests/fixtures/caliper/ims/SOURCE.md.
+tests/fixtures/caliper/in/ims/SOURCE.md.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import orjson
 import pytest
 
 from gateway.canonical import content_digest, record_id
-from tests.caliper_fixtures import IMS, as_envelope, negative_fixtures, positive_fixtures
-from tests.integration.conftest import TOKEN, Gateway, KafkaRecord, TopicReader
+from tests.support.caliper import IMS, as_envelope, negative_fixtures, positive_fixtures
+from tests.support.gateway import TOKEN, Gateway
+from tests.support.kafka import KafkaRecord, TopicReader
 
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 

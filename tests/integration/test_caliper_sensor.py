@@ -23,11 +23,12 @@ from typing import Any, Final
 
 import pytest
 
-from gateway.schemas import SchemaSet
-from tests.integration.conftest import TOKEN, Gateway, KafkaRecord, TopicReader
+from tests.support.gateway import TOKEN, Gateway
+from tests.support.kafka import KafkaRecord, TopicReader
+from tests.support.schemas import SCHEMAS
 
 VENDORED: Final = Path(__file__).resolve().parents[1] / "vendor" / "caliper-python"
-CANONICAL: Final = SchemaSet().get("canonical/event.schema.json")
+CANONICAL: Final = SCHEMAS.get("canonical/event.schema.json")
 T0: Final = "2026-03-01T10:00:00.000Z"
 T1: Final = "2026-03-01T10:20:30.000Z"
 T2: Final = "2026-03-01T10:31:00.000Z"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,58 +19,16 @@ from canvasapi.exceptions import (  # type: ignore[import-untyped]  # no stubs
 )
 from canvasapi.quiz import QuizSubmissionEvent  # type: ignore[import-untyped]  # no stubs
 
-from gateway.schemas import SchemaSet
-from tests.integration.conftest import TOKEN, Gateway, KafkaRecord, TopicReader
+from tests.support.canvas import AUTH, FORM, QuizSubmission, post_json, stamped
+from tests.support.gateway import TOKEN, Gateway
+from tests.support.kafka import KafkaRecord, TopicReader
+from tests.support.schemas import SCHEMAS
 
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-FORM = "application/x-www-form-urlencoded"
-SCHEMAS = SchemaSet()
 CANONICAL = SCHEMAS.get("canonical/event.schema.json")
 DEADLETTER = SCHEMAS.get("canonical/deadletter.schema.json")
 CREATED_AT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 # canvasapi warns about any http:// base URL; the test gateway listens on loopback http.
 HTTP_WARNING = "ignore:Canvas may respond unexpectedly when making requests to HTTP URLs"
-
-
-@dataclass(frozen=True)
-class QuizSubmission:
-    """Fresh Canvas ids (numbers, as Canvas's are), so tests sharing a gateway never meet."""
-
-    course: int
-    quiz: int
-    submission: int
-
-    @classmethod
-    def fresh(cls) -> QuizSubmission:
-        n = uuid.uuid4().int
-        return cls(n % 10**6 + 1, n // 10**6 % 10**6 + 1, n // 10**12 % 10**9 + 1)
-
-    @property
-    def events(self) -> str:
-        return (
-            f"/api/v1/courses/{self.course}/quizzes/{self.quiz}"
-            f"/submissions/{self.submission}/events"
-        )
-
-
-def stamped(event_type: str, second: int, data: Any = None) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "client_timestamp": f"2026-03-02T09:{second // 60:02d}:{second % 60:02d}.000Z",
-        "event_type": event_type,
-    }
-    if data is not None:
-        event["event_data"] = data
-    return event
-
-
-async def post_json(
-    client: httpx.AsyncClient, sub: QuizSubmission, *events: Any, **headers: str
-) -> httpx.Response:
-    return await client.post(
-        sub.events,
-        content=orjson.dumps({"quiz_submission_events": list(events)}),
-        headers={"Content-Type": "application/json", **AUTH, **headers},
-    )
 
 
 async def log_of(client: httpx.AsyncClient, sub: QuizSubmission, **params: Any) -> httpx.Response:

@@ -16,10 +16,8 @@ import httpx
 import orjson
 import pytest
 
-from tests.integration.conftest import TOKEN, Gateway, running_gateway
-from tests.integration.test_canvas import AUTH, FORM, QuizSubmission, post_json, stamped
-
-pytestmark = pytest.mark.integration
+from tests.support.canvas import AUTH, FORM, QuizSubmission, post_json, stamped
+from tests.support.gateway import TOKEN, Gateway, running_gateway
 
 TOO_LARGE = "99999999999999999999"  # 20 digits: more than SQLite's (and Canvas's) 64-bit integers
 ID_23_DIGITS = "1" * 23

@@ -6,39 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
-
-import httpx
-import orjson
 
 from gateway.kafka.broker import start_broker, stop_broker
-from tests.integration.conftest import TOKEN, Gateway, free_port, start_gateway, stop_gateway
-from tests.integration.test_canvas import QuizSubmission, stamped
+from tests.support.canvas import QuizSubmission, post_events, quiz_log, stamped
+from tests.support.gateway import TOKEN, Gateway, start_gateway, stop_gateway
+from tests.support.http import free_port
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-async def post(gateway: Gateway, sub: QuizSubmission, *events: Any) -> int:
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
-        response = await client.post(
-            sub.events,
-            content=orjson.dumps({"quiz_submission_events": list(events)}),
-            headers={**AUTH, "Content-Type": "application/json"},
-        )
-    return response.status_code
-
-
-async def quiz_log(gateway: Gateway, sub: QuizSubmission) -> list[tuple[str, str]]:
-    """(id, event_type) of every event of the latest attempt, following the Link header."""
-    found: list[tuple[str, str]] = []
-    url: str | None = f"{gateway.url}{sub.events}?per_page=3"
-    async with httpx.AsyncClient(timeout=30) as client:
-        while url is not None:
-            response = await client.get(url, headers=AUTH)
-            assert response.status_code == 200
-            found += [(e["id"], e["event_type"]) for e in response.json()["quiz_submission_events"]]
-            url = response.links.get("next", {}).get("url")
-    return found
 
 
 async def resumed_from(gateway: Gateway) -> dict[str, int]:
@@ -67,7 +41,7 @@ async def test_every_instance_serves_the_whole_log_and_a_restart_resumes_it(
     other = start_gateway(broker, tmp_path, shared)  # same topics, its own state dir
     try:
         assert await resumed_from(one) == {}  # a new state dir: from the beginning
-        assert await post(one, sub, *first) == 204
+        assert await post_events(one, sub, *first) == 204
         # The other instance's read model got them through Kafka.
         from_other = await quiz_log(other, sub)
         assert [t for _, t in from_other] == ["session_started", "page_blurred"]
@@ -75,7 +49,7 @@ async def test_every_instance_serves_the_whole_log_and_a_restart_resumes_it(
         stop_gateway(one)
 
         # Posted while the first instance is down...
-        assert await post(other, sub, *second) == 204
+        assert await post_events(other, sub, *second) == 204
         expected = await quiz_log(other, sub)
         assert len(expected) == 4
 
@@ -108,7 +82,7 @@ async def test_worker_processes_share_one_log(broker: str, tmp_path: Path) -> No
     gateway = start_gateway(broker, tmp_path, {"GATEWAY_SERVER_WORKERS": "3"})
     try:
         for n in range(12):  # requests spread over the workers by the kernel
-            assert await post(gateway, sub, stamped(f"event_{n}", n)) == 204
+            assert await post_events(gateway, sub, stamped(f"event_{n}", n)) == 204
             logged = [t for _, t in await quiz_log(gateway, sub)]
             assert logged == [f"event_{k}" for k in range(n + 1)]
     finally:
@@ -124,14 +98,14 @@ async def test_a_broker_that_comes_back_empty_is_read_from_its_beginning(tmp_pat
     gateway = start_gateway(f"127.0.0.1:{port}", tmp_path)
     try:
         events = [stamped("session_started", n, {"user_agent": "UA"}) for n in range(3)]
-        assert await post(gateway, sub, *events) == 204
+        assert await post_events(gateway, sub, *events) == 204
         assert len(await quiz_log(gateway, sub)) == 3
         stop_gateway(gateway)
         stop_broker(broker)
 
         broker = start_broker(port, quiet=True)  # empty: every offset is back to 0
         gateway = start_gateway(f"127.0.0.1:{port}", tmp_path, suffix=gateway.suffix)
-        assert await post(gateway, sub, stamped("page_blurred", 9)) == 204
+        assert await post_events(gateway, sub, stamped("page_blurred", 9)) == 204
         logged = [t for _, t in await quiz_log(gateway, sub)]
         assert logged == ["session_started"] * 3 + ["page_blurred"]
         assert any(line["event"] == "quiz_log_offsets_reset" for line in gateway.log_lines())

@@ -6,12 +6,10 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import select
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,27 +23,11 @@ from gateway.kafka.records import OutRecord
 from gateway.kafka.spool import Spool
 from gateway.vendors import registry
 from gateway.vendors.caliper import EXAMPLE_ENVELOPE
-from tests.integration.conftest import ROOT, TopicReader, free_port
+from tests.support.gateway import ROOT, read_until
+from tests.support.http import free_port
+from tests.support.kafka import TopicReader
 
 GATEWAY = [sys.executable, "-m", "gateway.cli"]
-
-
-def read_until(process: subprocess.Popen[bytes], marker: str, within: float = 30) -> str:
-    """What the process printed on stderr up to and including `marker`."""
-    assert process.stderr is not None
-    fd = process.stderr.fileno()
-    seen = b""
-    deadline = time.monotonic() + within
-    while marker.encode() not in seen:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{marker!r} never printed; got:\n{seen.decode()}")
-        readable, _, _ = select.select([fd], [], [], 0.2)
-        if readable:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                raise AssertionError(f"exited before printing {marker!r}:\n{seen.decode()}")
-            seen += chunk
-    return seen.decode()
 
 
 def test_dev_prints_a_curl_that_works_and_ctrl_c_stops_both() -> None:

@@ -40,16 +40,9 @@ from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.bindings.kafka import KafkaMessage, from_structured
 from cloudevents.core.formats.json import JSONFormat
 
-from tests.integration.conftest import (
-    ROOT,
-    TOKEN,
-    Gateway,
-    KafkaRecord,
-    TopicReader,
-    start_gateway,
-    stop_gateway,
-)
-from tests.integration.test_caliper import assessment_started, envelope
+from tests.support.caliper import assessment_started, envelope
+from tests.support.gateway import ROOT, TOKEN, Gateway, start_gateway, stop_gateway
+from tests.support.kafka import KafkaRecord, TopicReader
 
 GUIDE = ROOT / "docs" / "consumers.md"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -14,7 +14,6 @@ import uuid
 from datetime import UTC, datetime
 
 import orjson
-import pytest
 
 from gateway.canonical import NormalizeContext
 from gateway.kafka.publisher import Publisher
@@ -22,10 +21,9 @@ from gateway.pipeline import Pipeline, Tally, split_request
 from gateway.settings import load_settings
 from gateway.vendors import registry
 from gateway.vendors.base import Inbound
-from tests.integration.conftest import ROOT, TopicReader
-from tests.integration.test_caliper import assessment_started, envelope, expected_id
-
-pytestmark = pytest.mark.integration
+from tests.support.caliper import assessment_started, envelope, expected_id
+from tests.support.gateway import ROOT
+from tests.support.kafka import TopicReader
 
 
 async def test_two_requests_with_the_same_events_in_other_orders_both_finish(

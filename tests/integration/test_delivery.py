@@ -12,8 +12,10 @@ import httpx
 import orjson
 
 from gateway.kafka.broker import start_broker, stop_broker
-from tests.integration.conftest import TOKEN, TopicReader, free_port, start_gateway, stop_gateway
-from tests.integration.test_caliper import assessment_started, envelope, expected_id
+from tests.support.caliper import assessment_started, envelope, expected_id
+from tests.support.gateway import TOKEN, start_gateway, stop_gateway
+from tests.support.http import free_port
+from tests.support.kafka import TopicReader
 
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 

@@ -11,24 +11,17 @@ import asyncio
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
 from gateway.kafka.broker import start_broker, stop_broker
-from tests.integration.conftest import (
-    ROOT,
-    Gateway,
-    TopicReader,
-    free_port,
-    start_gateway,
-    stop_gateway,
-)
-from tests.integration.load import LoadResult, load_for, send_load
-from tests.integration.test_caliper import expected_id
+from tests.support.caliper import expected_id
+from tests.support.gateway import ROOT, Gateway, gateway_command, start_gateway, stop_gateway
+from tests.support.http import free_port
+from tests.support.kafka import TopicReader
+from tests.support.load import LoadResult, load_for, send_load
 
 FAST_SPOOL = {"GATEWAY_SPOOL_ACK_DEADLINE_SECONDS": "1"}
 # What a sender may see besides 2xx: 503 with Retry-After (documented), or no answer at all
@@ -45,20 +38,6 @@ async def arrived(kafka: TopicReader, gateway: Gateway, result: LoadResult) -> d
     report = result.report(records)
     print(f"{gateway.suffix}: {report} statuses={dict(result.statuses)}")
     return report
-
-
-async def gateway_command(env: dict[str, str], *args: str) -> str:
-    """Run `gateway <args>` (off the event loop) and return what it printed."""
-    result = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "gateway.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    return result.stdout
 
 
 async def wait_ready(url: str, status: str = "ready", within: float = 30) -> None:

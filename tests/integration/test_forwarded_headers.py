@@ -14,10 +14,8 @@ import httpx
 import orjson
 import pytest
 
-from tests.integration.conftest import TOKEN, Gateway, running_gateway
-from tests.integration.test_caliper import assessment_started, envelope
-
-pytestmark = pytest.mark.integration
+from tests.support.caliper import assessment_started, envelope
+from tests.support.gateway import TOKEN, Gateway, running_gateway
 
 # Two failed authentications per address, refilled one in 1000 s: within a test, none.
 LIMITS = {

@@ -21,9 +21,8 @@ import orjson
 import pytest
 
 from gateway.limits import MAX_FORM_FIELDS, MAX_JSON_DEPTH, MAX_JSON_ITEMS
-from tests.integration.conftest import TOKEN, Gateway, TopicReader, running_gateway
-
-pytestmark = pytest.mark.integration
+from tests.support.gateway import TOKEN, Gateway, running_gateway
+from tests.support.kafka import TopicReader
 
 CALIPER = "/v1/caliper"
 CANVAS = "/api/v1/courses/101/quizzes/202/submissions/303/events"

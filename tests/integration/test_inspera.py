@@ -3,8 +3,6 @@ the real broker, as Inspera and a Kafka consumer see them."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import uuid
 from typing import Any
 
@@ -13,67 +11,18 @@ import orjson
 import pytest
 
 from gateway.canonical import content_digest, record_id
-from gateway.schemas import SchemaSet
-from tests.integration.conftest import Gateway, KafkaRecord, TopicReader
+from tests.support.gateway import Gateway
+from tests.support.inspera import notification, of_test, post, sign
+from tests.support.kafka import TopicReader
+from tests.support.schemas import SCHEMAS
 
-SECRET = "dev-inspera-secret"
-ROUTE = "/v1/inspera/webhooks"
-SCHEMAS = SchemaSet()
 CANONICAL = SCHEMAS.get("canonical/event.schema.json")
 DEADLETTER = SCHEMAS.get("canonical/deadletter.schema.json")
-
-
-def sign(body: bytes, secret: str = SECRET) -> str:
-    """Inspera's X-Inspera-Signature: hex HMAC-SHA1 of the raw body."""
-    return hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
-
-
-def fresh_test_id() -> int:
-    """A test id no other test uses (records are told apart by it)."""
-    return 10**8 + uuid.uuid4().int % (9 * 10**8)
-
-
-def notification(event: str = "confirm_final_grades", **fields: Any) -> dict[str, Any]:
-    """A webhook body for a test no other test uses."""
-    body: dict[str, Any] = {
-        "contextObjectId": fresh_test_id(),
-        "event": event,
-        "timestamp": "2024-05-14T12:00:00Z",
-    }
-    body.update(fields)
-    return body
-
-
-async def post(
-    client: httpx.AsyncClient,
-    body: bytes,
-    signature: str | None = "sign",
-    request_id: str | None = None,
-    content_type: str = "application/json",
-) -> httpx.Response:
-    headers = {"Content-Type": content_type}
-    if signature == "sign":
-        signature = sign(body)
-    if signature is not None:
-        headers["X-Inspera-Signature"] = signature
-    if request_id is not None:
-        headers["X-Request-Id"] = request_id
-    return await client.post(ROUTE, content=body, headers=headers)
 
 
 def expected_id(body: dict[str, Any]) -> str:
     identity = f"{body['event']}|{body['contextObjectId']}|{body.get('timestamp') or ''}"
     return record_id("demo", "inspera", identity, content_digest(body))
-
-
-def of_test(records: list[KafkaRecord], test_id: Any) -> list[dict[str, Any]]:
-    """The canonical records about test `test_id` (its webhook's and its export's)."""
-    found = []
-    for record in records:
-        body = record.json()
-        if body.get("subject") == str(test_id):
-            found.append(body)
-    return found
 
 
 def request_line(gateway: Gateway, request_id: str) -> dict[str, Any]:

@@ -13,9 +13,8 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,66 +22,38 @@ import httpx
 import orjson
 import pytest
 
-from gateway.schemas import SchemaSet
-from tests.integration.conftest import (
+from tests.support.gateway import (
     ROOT,
     Gateway,
-    KafkaRecord,
-    TopicReader,
-    free_port,
     running_gateway,
     start_gateway,
     stop_gateway,
+    wait_for_log,
 )
-from tests.integration.test_inspera import fresh_test_id, of_test, post
-from tests.unit.test_inspera_client import API_KEY, FakeInspera
-from tests.unit.test_inspera_download import FileServer
+from tests.support.http import FileServer, free_port
+from tests.support.inspera import (
+    API_KEY,
+    EXPORT,
+    FIXTURE_SECRET,
+    FakeInspera,
+    export_finished,
+    export_log,
+    fresh_test_id,
+    of_test,
+    post,
+    signed_url,
+)
+from tests.support.kafka import KafkaRecord, TopicReader
+from tests.support.schemas import SCHEMAS
 
-EXPORT = (
-    Path(__file__).resolve().parents[1] / "fixtures" / "inspera" / "exports"
-) / "test-events-export.json"
 EXPORT_EVENTS = 5  # in the fixture: 3 + 2 events; 2 of them flagged
-SCHEMAS = SchemaSet()
 CANONICAL = SCHEMAS.get("canonical/event.schema.json")
-FIXTURE_SECRET = b"FIXTURE-SECRET"  # in the fixture's attachment URLs
 
 
 @pytest.fixture
 def files() -> Iterator[FileServer]:
     with FileServer() as server:
         yield server
-
-
-def export_finished(url: str, timestamp: str = "2024-05-14T12:31:07Z") -> dict[str, Any]:
-    return {
-        "contextObjectId": fresh_test_id(),
-        "event": "event_by_candidates_export_finished",
-        "timestamp": timestamp,
-        "url": url,
-    }
-
-
-def signed_url(server: FileServer, secret: str, host: str | None = None) -> str:
-    """A URL of the export on `server`, pre-signed with `secret` like S3's."""
-    path = f"/exports/{uuid.uuid4().hex}.json"
-    server.serve(path, EXPORT.read_bytes())
-    return server.url(path, host) + f"?X-Amz-Expires=3600&X-Amz-Signature={secret}"
-
-
-async def wait_for_log(
-    gateway: Gateway, matches: Callable[[dict[str, Any]], bool], within: float = 20.0
-) -> dict[str, Any]:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        found = [line for line in gateway.log_lines() if matches(line)]
-        if found:
-            return found[-1]
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no such log line in {gateway.log_path}")
-
-
-def export_log(event: str, test_id: Any) -> Callable[[dict[str, Any]], bool]:
-    return lambda line: line.get("event") == event and line.get("test_id") == str(test_id)
 
 
 async def export_records(

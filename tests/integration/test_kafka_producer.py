@@ -16,7 +16,8 @@ from gateway.kafka.broker import start_broker, stop_broker
 from gateway.kafka.producer import AsyncProducer, ProducerError, RecordsRefused
 from gateway.kafka.records import OutRecord
 from gateway.settings import KafkaSettings
-from tests.integration.conftest import TopicReader, free_port
+from tests.support.http import free_port
+from tests.support.kafka import TopicReader
 
 MAX_RECORD_BYTES = 64 * 1024
 

@@ -24,18 +24,12 @@ from aiokafka.errors import KafkaConnectionError
 from gateway.kafka.broker import start_broker, stop_broker
 from gateway.kafka.security import aiokafka_connection
 from gateway.settings import KafkaSettings
-from tests.certificates import self_signed
-from tests.integration.conftest import (
-    ROOT,
-    Gateway,
-    KafkaRecord,
-    TopicReader,
-    free_port,
-    running_gateway,
-)
-from tests.integration.test_caliper import AUTH, assessment_started, envelope
-from tests.integration.test_canvas import QuizSubmission, stamped
-from tests.integration.test_canvas_quiz_log import post, quiz_log
+from tests.support.caliper import AUTH, assessment_started, envelope
+from tests.support.canvas import QuizSubmission, post_events, quiz_log, stamped
+from tests.support.certificates import self_signed
+from tests.support.gateway import ROOT, Gateway, running_gateway
+from tests.support.http import free_port
+from tests.support.kafka import KafkaRecord, TopicReader
 
 
 class TlsProxy:
@@ -186,7 +180,10 @@ async def test_gateway_tail_reads_through_tls(
 async def test_the_quiz_log_reads_the_topic_through_tls(tls_gateway: Gateway) -> None:
     # The Canvas quiz log is a librdkafka consumer of the canonical topic in the gateway.
     sub = QuizSubmission.fresh()
-    assert await post(tls_gateway, sub, stamped("session_started", 0, {"user_agent": "UA"})) == 204
+    assert (
+        await post_events(tls_gateway, sub, stamped("session_started", 0, {"user_agent": "UA"}))
+        == 204
+    )
     assert [event_type for _, event_type in await quiz_log(tls_gateway, sub)] == ["session_started"]
 
 

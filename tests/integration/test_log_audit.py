@@ -20,24 +20,23 @@ import httpx
 import orjson
 import pytest
 
-from tests.integration.conftest import Gateway, running_gateway
-from tests.integration.test_canvas import QuizSubmission, stamped
-from tests.integration.test_inspera import fresh_test_id, sign
-from tests.integration.test_inspera_export import (
+from tests.support.canvas import QuizSubmission, stamped
+from tests.support.gateway import Gateway, running_gateway, wait_for_log
+from tests.support.http import FileServer
+from tests.support.inspera import (
     FIXTURE_SECRET,
     export_finished,
     export_log,
+    fresh_test_id,
+    sign,
     signed_url,
-    wait_for_log,
 )
-from tests.integration.test_pearson import exam_completed
-from tests.unit.test_inspera_download import FileServer
-from tests.unit.test_pearson_auth import delivery, form
+from tests.support.pearson import delivery, form, fresh_exam_completed
 
 TOKEN, PEARSON_KEY, INSPERA_SECRET = "dev-token", "dev-pearson-key!", "dev-inspera-secret"
 DEV_SECRETS = [TOKEN, PEARSON_KEY, INSPERA_SECRET]
 EMAIL, NAME = "audit.learner@example.edu", "Audrey Auditee"
-PEARSON_ACTOR = exam_completed()["actor"]
+PEARSON_ACTOR = fresh_exam_completed()["actor"]
 _EMAIL = re.compile(rb"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 JSON = {"Content-Type": "application/json"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -106,7 +105,7 @@ async def send_every_kind_of_request(
     await http.get(sub.events, params={"access_token": TOKEN})
     await http.get(sub.events, params={"access_token": wrong_token})
 
-    pearson = delivery(exam_completed())
+    pearson = delivery(fresh_exam_completed())
     assert (await http.post("/v1/pearson/eventing", content=form(pearson), headers=FORM)).is_success
     forged = {**pearson, "AUTHORIZATION": pearson["AUTHORIZATION"][:-4] + "0000"}
     await http.post("/v1/pearson/eventing", content=form(forged), headers=FORM)

@@ -18,9 +18,10 @@ import httpx
 import orjson
 import pytest
 
-from gateway.schemas import SchemaSet
 from gateway.vendors import ENTRY_POINT_GROUP, registry
-from tests.integration.conftest import ROOT, Gateway, TopicReader, running_gateway
+from tests.support.gateway import ROOT, Gateway, running_gateway
+from tests.support.kafka import TopicReader
+from tests.support.schemas import SCHEMAS
 
 TOKEN = "quizbox-test-token"
 LEARNER_NAME = "Ada Lovelace"
@@ -218,7 +219,7 @@ async def test_its_event_becomes_a_canonical_record_in_kafka(
         "vendor": {"name": "quizbox", "event_type": "answered", "event_id": sent["id"]},
     }
     # The consumers' contract names no vendor in particular: a new one's records conform to it.
-    assert not SchemaSet().get("canonical/event.schema.json").errors(record)
+    assert not SCHEMAS.get("canonical/event.schema.json").errors(record)
 
 
 async def test_an_invalid_event_is_dead_lettered_under_its_privacy_keys(

@@ -24,8 +24,9 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.kafka.broker import start_broker, stop_broker
-from tests.integration.conftest import ROOT, TOKEN, Gateway, free_port, start_gateway, stop_gateway
-from tests.integration.test_caliper import assessment_started, envelope
+from tests.support.caliper import assessment_started, envelope
+from tests.support.gateway import ROOT, TOKEN, Gateway, start_gateway, stop_gateway
+from tests.support.http import free_port
 
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 OPERATIONS = ROOT / "docs" / "operations.md"

@@ -11,8 +11,9 @@ import orjson
 import pytest
 
 from gateway.kafka.broker import start_broker, stop_broker
-from tests.integration.conftest import TOKEN, Gateway, free_port, start_gateway, stop_gateway
-from tests.integration.test_caliper import assessment_started, envelope
+from tests.support.caliper import assessment_started, envelope
+from tests.support.gateway import TOKEN, Gateway, start_gateway, stop_gateway
+from tests.support.http import free_port
 
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 

@@ -8,8 +8,9 @@ import uuid
 import httpx
 from aiokafka.partitioner import DefaultPartitioner
 
-from tests.integration.conftest import Gateway, KafkaRecord, TopicReader
-from tests.integration.test_caliper import AUTH, assessment_started, envelope
+from tests.support.caliper import AUTH, assessment_started, envelope
+from tests.support.gateway import Gateway
+from tests.support.kafka import KafkaRecord, TopicReader
 
 
 async def test_every_record_is_on_the_murmur2_partition_of_its_key(

@@ -18,31 +18,25 @@ from cloudevents.core.bindings.kafka import KafkaMessage, from_structured
 from cloudevents.core.formats.json import JSONFormat
 
 from gateway.canonical import content_digest, record_id
-from gateway.schemas import SchemaSet
-from tests.integration.conftest import Gateway, KafkaRecord, TopicReader, running_gateway
-from tests.unit.test_pearson_auth import (
+from tests.support.gateway import Gateway, running_gateway
+from tests.support.kafka import KafkaRecord, TopicReader
+from tests.support.pearson import (
+    DELIVERIES,
     FORM,
+    GOLDEN,
     STUDENT_EXAM_COMPLETED,
     delivery,
+    fixture_fields,
     form,
+    fresh_exam_completed,
     pearson_timestamp,
     sign,
 )
-from tests.unit.test_pearson_golden import DELIVERIES, GOLDEN, fixture_fields
+from tests.support.schemas import SCHEMAS
 
 PATH = "/v1/pearson/eventing"
-SCHEMAS = SchemaSet()
 CANONICAL = SCHEMAS.get("canonical/event.schema.json")
 DEADLETTER = SCHEMAS.get("canonical/deadletter.schema.json")
-SEED = orjson.loads((GOLDEN.parent / "deliveries" / "seed-example.json").read_bytes())
-
-
-def exam_completed() -> dict[str, Any]:
-    """The example event of Pearson's documentation (seed 001), as a new event: its own eventId
-    (the gateway deduplicates on eventId as well as on MESSAGE-ID)."""
-    event: dict[str, Any] = orjson.loads(orjson.dumps(SEED["fields"]["PAYLOAD"]))  # a copy
-    event["eventId"] = str(uuid.uuid4())
-    return event
 
 
 def message_of(fields: dict[str, str]) -> dict[str, Any]:
@@ -99,7 +93,7 @@ async def test_a_signed_delivery_becomes_a_canonical_cloudevent(
 ) -> None:
     # Signed two days ago: a redelivery still carrying its first timestamp is within the window.
     fields = delivery(
-        exam_completed(), timestamp=pearson_timestamp(datetime.now(UTC) - timedelta(days=2))
+        fresh_exam_completed(), timestamp=pearson_timestamp(datetime.now(UTC) - timedelta(days=2))
     )
     response = await post(client, fields)
     assert response.status_code == 200
@@ -133,7 +127,7 @@ async def test_a_signed_delivery_becomes_a_canonical_cloudevent(
 async def test_an_http_client_form_with_a_charset_and_non_ascii_text(
     client: httpx.AsyncClient, gateway: Gateway, kafka: TopicReader
 ) -> None:
-    event = exam_completed()
+    event = fresh_exam_completed()
     event["contexts"]["course"]["title"] = "Análisis Matemático — 1 + 1 & más"
     fields = delivery(event)
     # httpx encodes the form itself, as Pearson's HTTP client does (UrlEncodedFormEntity, UTF-8).
@@ -155,7 +149,7 @@ async def test_declared_delimiters_and_upper_case_hex_authenticate(
     delimiter: str | None,
     upper: bool,
 ) -> None:
-    fields = delivery(exam_completed(), delimiter=delimiter)
+    fields = delivery(fresh_exam_completed(), delimiter=delimiter)
     if upper:
         principal, stamp, mac = fields["AUTHORIZATION"].split("|")
         fields["AUTHORIZATION"] = f"{principal}|{stamp}|{mac.upper()}"
@@ -169,13 +163,13 @@ def _with_authorization(fields: dict[str, str], authorization: str) -> dict[str,
 
 def bad_deliveries() -> dict[str, tuple[bytes, str, str]]:
     """Deliveries that must not authenticate: name -> (body, content type, MESSAGE-ID)."""
-    good = delivery(exam_completed())
+    good = delivery(fresh_exam_completed())
     principal, stamp, mac = good["AUTHORIZATION"].split("|")
     cases: dict[str, dict[str, str]] = {
         "wrong-mac": _with_authorization(good, f"{principal}|{stamp}|{'0' * 32}"),
         "non-ascii-mac": _with_authorization(good, f"{principal}|{stamp}|{'é' * 32}"),
-        "wrong-principal": delivery(exam_completed(), principal="someone-else"),
-        "wrong-secret": delivery(exam_completed(), secret="another-16-bytes"),
+        "wrong-principal": delivery(fresh_exam_completed(), principal="someone-else"),
+        "wrong-secret": delivery(fresh_exam_completed(), secret="another-16-bytes"),
         "two-parts": _with_authorization(good, f"{principal}|{mac}"),
         "four-parts": _with_authorization(good, f"{principal}|{stamp}|{mac}|{mac}"),
         "undeclared-delimiter": _with_authorization(good, f"{principal}~{stamp}~{mac}"),
@@ -185,9 +179,9 @@ def bad_deliveries() -> dict[str, tuple[bytes, str, str]]:
     bodies = {name: (form(f), FORM, f["MESSAGE-ID"]) for name, f in cases.items()}
     # The right fields and signature, but as JSON or untyped: the signature travels in a form,
     # and a body that is not declared a form is not read as one.
-    as_json = delivery(exam_completed())
+    as_json = delivery(fresh_exam_completed())
     bodies["json-body"] = (orjson.dumps(as_json), "application/json", as_json["MESSAGE-ID"])
-    untyped = delivery(exam_completed())
+    untyped = delivery(fresh_exam_completed())
     bodies["no-content-type"] = (form(untyped), "", untyped["MESSAGE-ID"])
     return bodies
 
@@ -215,7 +209,7 @@ async def test_bad_credentials_get_401_and_publish_nothing(
 async def test_a_redelivery_makes_no_second_record(
     client: httpx.AsyncClient, gateway: Gateway, kafka: TopicReader
 ) -> None:
-    event = exam_completed()
+    event = fresh_exam_completed()
     first = delivery(event, timestamp=pearson_timestamp())
     later = pearson_timestamp(datetime.now(UTC) + timedelta(minutes=5))
     # Pearson's redelivery: same MESSAGE-ID and content; new attempt id, timestamp and MAC, and
@@ -251,7 +245,7 @@ def _ids(records: list[KafkaRecord]) -> list[str]:
 async def test_concurrent_redeliveries_make_one_record(
     client: httpx.AsyncClient, gateway: Gateway, kafka: TopicReader
 ) -> None:
-    event = exam_completed()
+    event = fresh_exam_completed()
     first = delivery(event)
     copies = [delivery(event, message_id=first["MESSAGE-ID"]) for _ in range(8)]
     responses = await asyncio.gather(*(post(client, f) for f in [first, *copies]))
@@ -267,7 +261,7 @@ async def test_one_event_under_two_message_ids_is_one_record(
     # The payload's eventId identifies the event (Pearson's documentation): the same event sent
     # as two messages (two subscriptions, or a MESSAGE-ID made up around a captured delivery)
     # is one record; sent at once too. The same eventId with other content is another record.
-    event = exam_completed()
+    event = fresh_exam_completed()
     event["eventId"] = f"event-{uuid.uuid4().hex[:8]}"
     first = delivery(event)
     others = [delivery(event) for _ in range(4)]
@@ -358,7 +352,7 @@ async def test_authenticated_poison_is_dead_lettered_and_answered_200(
 async def test_a_repeated_field_cannot_replace_the_signed_value(
     client: httpx.AsyncClient, gateway: Gateway, kafka: TopicReader
 ) -> None:
-    event = exam_completed()
+    event = fresh_exam_completed()
     fields = delivery(event)
     forged = dict(event, actor={**event["actor"], "id": "someone-else"})
     body = form(fields) + b"&" + form({"PAYLOAD": orjson.dumps(forged).decode()})
@@ -412,9 +406,9 @@ def windowed_gateway(broker: str, tmp_path_factory: pytest.TempPathFactory) -> I
 async def test_the_freshness_window_is_configurable(
     windowed_gateway: Gateway, kafka: TopicReader
 ) -> None:
-    fresh = delivery(exam_completed())
+    fresh = delivery(fresh_exam_completed())
     stale = delivery(
-        exam_completed(), timestamp=pearson_timestamp(datetime.now(UTC) - timedelta(hours=1))
+        fresh_exam_completed(), timestamp=pearson_timestamp(datetime.now(UTC) - timedelta(hours=1))
     )
     async with httpx.AsyncClient(base_url=windowed_gateway.url, timeout=30) as http:
         assert (await post(http, fresh)).status_code == 200
@@ -434,7 +428,7 @@ async def test_a_re_split_delivery_is_refused_and_makes_no_second_record(
 ) -> None:
     """The MAC covers timestamp + MESSAGE-ID with no separator: moving the timestamp's last
     character into MESSAGE-ID keeps the MAC valid and names another message. Refused."""
-    event = exam_completed()
+    event = fresh_exam_completed()
     event["eventId"] = str(uuid.uuid4())
     message_id = f"cap-{uuid.uuid4().hex[:8]}"
     genuine = delivery(event, message_id=message_id)
@@ -469,7 +463,9 @@ async def test_a_re_split_delivery_is_refused_and_makes_no_second_record(
 async def test_a_timestamp_outside_the_default_window_gets_401(
     client: httpx.AsyncClient, gateway: Gateway, kafka: TopicReader, signed_at: timedelta
 ) -> None:
-    fields = delivery(exam_completed(), timestamp=pearson_timestamp(datetime.now(UTC) + signed_at))
+    fields = delivery(
+        fresh_exam_completed(), timestamp=pearson_timestamp(datetime.now(UTC) + signed_at)
+    )
     response = await post(client, fields)
     assert response.status_code == 401
     assert "window" in response.json()["detail"]
@@ -480,7 +476,7 @@ async def test_a_timestamp_outside_the_default_window_gets_401(
 async def test_an_unknown_principal_is_answered_as_a_wrong_signature(
     client: httpx.AsyncClient,
 ) -> None:
-    unknown = await post(client, delivery(exam_completed(), principal="guessed-principal"))
-    wrong = await post(client, delivery(exam_completed(), secret="another-16-bytes"))
+    unknown = await post(client, delivery(fresh_exam_completed(), principal="guessed-principal"))
+    wrong = await post(client, delivery(fresh_exam_completed(), secret="another-16-bytes"))
     assert unknown.status_code == wrong.status_code == 401
     assert unknown.json() == wrong.json()

@@ -27,25 +27,22 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from gateway.kafka.broker import start_broker, stop_broker
 from gateway.kafka.records import OutRecord
 from gateway.kafka.spool import Spool
-from gateway.schemas import SchemaSet
-from tests.integration.conftest import (
+from tests.support.caliper import assessment_started, envelope, expected_id
+from tests.support.gateway import (
     ROOT,
     TOKEN,
     Gateway,
-    KafkaRecord,
-    TopicReader,
-    free_port,
+    gateway_command,
     running_gateway,
     start_gateway,
     stop_gateway,
 )
-from tests.integration.test_caliper import assessment_started, envelope, expected_id
-from tests.integration.test_faults import gateway_command
-
-pytestmark = pytest.mark.integration
+from tests.support.http import free_port
+from tests.support.kafka import KafkaRecord, TopicReader
+from tests.support.schemas import SCHEMAS
 
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-DEADLETTER = SchemaSet().get("canonical/deadletter.schema.json")
+DEADLETTER = SCHEMAS.get("canonical/deadletter.schema.json")
 
 
 async def post(gateway: Gateway, body: bytes) -> httpx.Response:

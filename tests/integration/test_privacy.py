@@ -15,10 +15,10 @@ import pytest
 
 from gateway.privacy import pseudonym
 from gateway.settings import load_settings
-from tests.integration.conftest import ROOT, Gateway, KafkaRecord, TopicReader, running_gateway
-from tests.integration.test_caliper import AUTH, assessment_started, envelope
-from tests.integration.test_pearson import exam_completed
-from tests.unit.test_pearson_auth import delivery, form
+from tests.support.caliper import AUTH, assessment_started, envelope
+from tests.support.gateway import ROOT, Gateway, running_gateway
+from tests.support.kafka import KafkaRecord, TopicReader
+from tests.support.pearson import delivery, form, fresh_exam_completed
 
 KEY_ENV = {"PRIVACY_TEST_KEY": "a pseudonymization key for the tests"}
 PSEUDONYMIZE = {
@@ -27,7 +27,7 @@ PSEUDONYMIZE = {
     **KEY_ENV,
 }
 EMAIL, NAME = "jane.doe@example.edu", "Jane Doe"
-PEARSON = exam_completed()["actor"]  # John Smith, john.smith@domain.com, jsmith123
+PEARSON = fresh_exam_completed()["actor"]  # John Smith, john.smith@domain.com, jsmith123
 PERSONAL = [EMAIL, NAME, PEARSON["firstName"], PEARSON["lastName"]]
 PERSONAL += [PEARSON["emailAddress"], PEARSON["userName"]]
 
@@ -70,7 +70,7 @@ async def send_everything(url: str) -> dict[str, str]:
     marker = uuid.uuid4().hex
     good, bad = named_learner_event(), named_learner_event()
     bad["action"] = "Teleported"  # not an action of the AssessmentProfile: dead-lettered
-    pearson = delivery(exam_completed())
+    pearson = delivery(fresh_exam_completed())
     broken = delivery(f'{{"actor": {{"emailAddress": "{EMAIL}"')
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
         caliper = {**AUTH, "Content-Type": "application/json", "X-Request-Id": f"{marker}-caliper"}

@@ -17,8 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.errors import RateLimited
 from gateway.ratelimit import RateLimiter, TokenBuckets
 from gateway.settings import RateLimitSettings
-from tests.integration.conftest import Gateway, TopicReader, running_gateway
-from tests.integration.test_caliper import assessment_started, envelope
+from tests.support.caliper import assessment_started, envelope
+from tests.support.gateway import Gateway, running_gateway
+from tests.support.kafka import TopicReader
 
 X_TOKEN, Y_TOKEN = "tenant-x-token", "tenant-y-token"
 CANVAS_EVENTS = "/api/v1/courses/101/quizzes/202/submissions/303/events"

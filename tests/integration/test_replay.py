@@ -19,8 +19,9 @@ from aiokafka import AIOKafkaProducer
 from gateway.canonical import content_digest, parse_time, record_id
 from gateway.settings import Settings, load_settings
 from gateway.tools.replay import Filters, replay
-from tests.integration.conftest import ROOT, TopicReader
-from tests.integration.test_caliper import assessment_started, envelope
+from tests.support.caliper import assessment_started, envelope
+from tests.support.gateway import ROOT
+from tests.support.kafka import TopicReader
 
 V1P2 = "http://purl.imsglobal.org/ctx/caliper/v1p2"
 

@@ -9,16 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 
-from tests.integration.conftest import TOKEN, Gateway
-
-pytestmark = pytest.mark.integration
-
+from tests.support.gateway import TOKEN, Gateway
 
 SETTINGS = settings(
     max_examples=25,

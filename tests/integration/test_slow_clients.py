@@ -29,19 +29,10 @@ import orjson
 import pytest
 
 from gateway.kafka.broker import port_in_use, wait_until_listening
-from tests.integration.conftest import (
-    ROOT,
-    TOKEN,
-    Gateway,
-    free_port,
-    running_gateway,
-    start_gateway,
-    stop_gateway,
-)
-from tests.integration.test_caliper import assessment_started, envelope
-from tests.integration.test_inspera import notification, sign
-
-pytestmark = pytest.mark.integration
+from tests.support.caliper import assessment_started, envelope
+from tests.support.gateway import ROOT, TOKEN, Gateway, running_gateway, start_gateway, stop_gateway
+from tests.support.http import free_port
+from tests.support.inspera import notification, sign
 
 HEADER_TIMEOUT = 2.0
 BODY_TIMEOUT = 2.0

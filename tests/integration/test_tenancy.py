@@ -19,9 +19,10 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import Gateway, TopicReader, running_gateway
-from tests.integration.test_caliper import assessment_started, envelope
-from tests.integration.test_inspera import notification
+from tests.support.caliper import assessment_started, envelope
+from tests.support.gateway import Gateway, running_gateway
+from tests.support.inspera import notification
+from tests.support.kafka import TopicReader
 
 A_CALIPER, A_CANVAS = "tenant-a-caliper-token", "tenant-a-canvas-token"
 B_OLD, B_NEW = "tenant-b-caliper-old", "tenant-b-caliper-new"

@@ -26,9 +26,10 @@ import orjson
 import pytest
 
 from gateway.schemas import SCHEMA_DIR
-from tests.integration.conftest import ROOT, TOKEN, Gateway, TopicReader, free_port, running_gateway
-from tests.integration.test_caliper import assessment_started, envelope
-from tests.integration.test_cli import read_until
+from tests.support.caliper import assessment_started, envelope
+from tests.support.gateway import ROOT, TOKEN, Gateway, read_until, running_gateway
+from tests.support.http import free_port
+from tests.support.kafka import TopicReader
 
 GATEWAY = [sys.executable, "-m", "gateway.cli"]
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import orjson
 
-from tests.integration.conftest import Gateway
+from tests.support.gateway import Gateway
 
 
 async def logged(gateway: Gateway, request_id: str) -> dict[str, Any]:

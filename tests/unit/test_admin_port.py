@@ -12,7 +12,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.settings import Settings, load_settings
-from tests.integration.conftest import ROOT
+from tests.support.gateway import ROOT
 
 OPERATIONAL = ("/healthz", "/metrics", "/openapi.json")
 

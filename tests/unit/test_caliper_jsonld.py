@@ -26,18 +26,12 @@ import pytest
 from gateway.canonical import NormalizeContext
 from gateway.errors import MalformedPayload, UnsupportedVersion
 from gateway.pipeline import Normalized, normalize_items, split_request, validate_item
-from gateway.schemas import SchemaSet
 from gateway.vendors.base import Inbound, Item
 from gateway.vendors.caliper import VENDOR
 from gateway.vendors.caliper.normalize import ENTITY_SCHEMA, EVENT_SCHEMA, is_event
-from tests.caliper_fixtures import (
-    as_envelope,
-    edge_fixtures,
-    emitter_requests,
-    positive_fixtures,
-)
+from tests.support.caliper import as_envelope, edge_fixtures, emitter_requests, positive_fixtures
+from tests.support.schemas import SCHEMAS
 
-SCHEMAS: Final = SchemaSet()
 CANONICAL: Final = SCHEMAS.get("canonical/event.schema.json")
 CTX: Final = NormalizeContext("uni", "caliper", datetime(2026, 1, 1, tzinfo=UTC), "req-1")
 V1P1: Final = "http://purl.imsglobal.org/ctx/caliper/v1p1"
@@ -330,7 +324,7 @@ def test_an_unsupported_data_version_is_refused_whatever_the_events_contexts(
 def test_a_generated_that_only_carries_a_score_maps_the_score_and_attempt_facts() -> None:
     """Open edX event-routing-backends' GradeEvent: `generated` has no id or type of its own, the
     Score has a blank-node id, and the Attempt's facts are in its `extensions`."""
-    path = Path(__file__).parents[1] / "fixtures/caliper/emitters/openedx-event-routing-backends"
+    path = Path(__file__).parents[1] / "fixtures/caliper/in/emitters/openedx-event-routing-backends"
     graded = orjson.loads((path / "problem_check(server).json").read_bytes())
     data = one(graded)["data"]
     assert data["score"] == {"id": "_:score", "given": 0, "max": 1}

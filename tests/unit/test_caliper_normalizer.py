@@ -11,12 +11,11 @@ import pytest
 
 from gateway.canonical import NormalizeContext, content_digest, record_id
 from gateway.pipeline import Normalized, normalize_items, split_request
-from gateway.schemas import SchemaSet
 from gateway.vendors.base import Inbound
 from gateway.vendors.caliper import VENDOR
 from gateway.vendors.caliper.normalize import snake_case, term
+from tests.support.schemas import SCHEMAS
 
-SCHEMAS = SchemaSet()
 CTX = NormalizeContext("uni", "caliper", datetime(2026, 1, 1, tzinfo=UTC), "req-1")
 V1P1 = "http://purl.imsglobal.org/ctx/caliper/v1p1"
 

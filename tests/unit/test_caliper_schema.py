@@ -3,9 +3,9 @@
 What is checked:
 - the document is a valid draft 2020-12 schema with the three entry points the gateway compiles;
 - every item of every IMS positive fixture (Caliper 1.1 and 1.2, from IMS caliper-common-fixtures,
-  copied under `tests/fixtures/caliper/ims/`) is valid, envelopes included;
-- every hand-written real-payload edge case (`tests/fixtures/caliper/edge/`) is valid;
-- every payload real emitters published (`tests/fixtures/caliper/emitters/`, SOURCES.md there) is
+  copied under `tests/fixtures/caliper/in/ims/`) is valid, envelopes included;
+- every hand-written real-payload edge case (`tests/fixtures/caliper/in/edge/`) is valid;
+- every payload real emitters published (`tests/fixtures/caliper/in/emitters/`, SOURCES.md there) is
   valid, envelopes included, as its sender posts it;
 - every IMS negative fixture (`ims/v1p2/commonErrorFixtures/`) is invalid against the entry point
   of its kind, with an error that points somewhere;
@@ -30,11 +30,11 @@ import pytest
 from referencing import Registry, Resource
 
 from gateway.vendors.caliper.normalize import is_event  # the gateway's own split of data[]
-from tests.caliper_fixtures import emitter_requests
+from tests.support.caliper import emitter_requests
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 SCHEMA_PATH: Final = ROOT / "schemas" / "caliper" / "caliper.schema.json"
-FIXTURES: Final = ROOT / "tests" / "fixtures" / "caliper"
+FIXTURES: Final = ROOT / "tests" / "fixtures" / "caliper" / "in"
 IMS: Final = FIXTURES / "ims"
 EDGE: Final = FIXTURES / "edge"
 NEGATIVE_DIR: Final = IMS / "v1p2" / "commonErrorFixtures"

@@ -12,7 +12,6 @@ from canvasapi.util import combine_kwargs  # type: ignore[import-untyped]  # no 
 
 from gateway.errors import MalformedPayload, RackParameterError, UnsupportedMediaType
 from gateway.pipeline import split_request
-from gateway.schemas import SchemaSet
 from gateway.vendors.base import Inbound
 from gateway.vendors.canvas import VENDOR
 from gateway.vendors.canvas.normalize import (
@@ -20,8 +19,8 @@ from gateway.vendors.canvas.normalize import (
     decode,
     parse_rack_form,
 )
+from tests.support.schemas import SCHEMAS
 
-SCHEMAS = SchemaSet()
 FORM = "application/x-www-form-urlencoded"
 PATH = {"course_id": "1", "quiz_id": "2", "id": "3"}
 

@@ -19,12 +19,12 @@ from gateway.errors import (
     UnsupportedMediaType,
 )
 from gateway.pipeline import Normalized, normalize_items, split_request
-from gateway.schemas import SchemaSet
 from gateway.vendors.base import Inbound
 from gateway.vendors.canvas import VENDOR
 from gateway.vendors.canvas.normalize import render_error
+from tests.support.golden import FIXTURES
+from tests.support.schemas import SCHEMAS
 
-SCHEMAS = SchemaSet()
 CANONICAL = SCHEMAS.get("canonical/event.schema.json")
 RECEIVED = datetime(2026, 3, 2, 12, 0, 0, 500000, tzinfo=UTC)
 PATH = {"course_id": "101", "quiz_id": "202", "id": "303"}
@@ -248,3 +248,9 @@ def test_field_errors_are_listed_with_their_pointers() -> None:
         {"message": "not a valid canvas batch"},
         {"message": "not an array", "pointer": "/x"},
     ]
+
+
+def test_every_request_fixture_has_a_golden_file_and_no_golden_is_orphaned() -> None:
+    canvas = FIXTURES / "canvas"
+    requests = sorted((canvas / "in").glob("*.json"))
+    assert {p.name for p in requests} == {p.name for p in (canvas / "golden").glob("*.json")}

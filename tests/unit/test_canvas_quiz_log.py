@@ -13,7 +13,6 @@ import pytest
 from gateway.canonical import NormalizeContext
 from gateway.errors import InvalidParameter, NotFound
 from gateway.pipeline import normalize_items, split_request
-from gateway.schemas import SchemaSet
 from gateway.vendors.base import Inbound
 from gateway.vendors.canvas import VENDOR
 from gateway.vendors.canvas.normalize import MAX_ID, check_path_ids
@@ -32,8 +31,8 @@ from gateway.vendors.canvas.quiz_log import (
     page_params,
     requested_attempt,
 )
+from tests.support.schemas import SCHEMAS
 
-SCHEMAS = SchemaSet()
 TOPIC = "edu.events.v1"
 SUB = Submission("uni", "101", "202", "303")
 START = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)

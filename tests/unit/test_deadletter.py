@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from gateway.deadletter import PREFIX_MAX_BYTES, DeadLetter, encode
 from gateway.kafka.records import RECORD_FRAMING_BYTES, OutRecord
-from gateway.schemas import SchemaSet
+from tests.support.schemas import SCHEMAS
 
-DEADLETTER = SchemaSet().get("canonical/deadletter.schema.json")
+DEADLETTER = SCHEMAS.get("canonical/deadletter.schema.json")
 
 
 def body_letter(body: bytes, **extra: Any) -> dict[str, Any]:

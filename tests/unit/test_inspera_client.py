@@ -8,121 +8,15 @@ token on every export call, and answers a scripted sequence of job states.
 from __future__ import annotations
 
 import io
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-import orjson
 import pytest
 
 from gateway.errors import ConfigError
 from gateway.vendors.inspera.client import ExportStatus, InsperaApiError, InsperaClient, ProgressBar
 from gateway.vendors.inspera.settings import InsperaSettings
-from tests.unit.test_inspera_download import free_port
-
-API_KEY = "api-key-FIXTURE-SECRET"
-
-
-class FakeInspera:
-    """A loopback stand-in for Inspera's API: token, export job states and the export file."""
-
-    def __init__(self, client_id: str = "uni", api_key: str = API_KEY) -> None:
-        self.client_id = client_id
-        self.api_key = api_key
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.tokens_issued = 0
-        self.valid_tokens: set[str] = set()
-        self.ordered: list[str] = []  # test ids whose export was ordered
-        self.polls: list[str] = []  # job ids asked about
-        self.states: list[dict[str, Any]] = [{"status": "FINISHED", "progress": 100}]
-        self.job_reply: dict[str, Any] = {"jobId": "job-7", "status": "RUNNING", "progress": 0}
-        self.files: dict[str, bytes] = {}
-        self.file_requests: list[dict[str, str]] = []  # headers of each file download
-        self.revoke_after_poll = False
-        self._server: ThreadingHTTPServer | None = None
-
-    def file_url(self, name: str) -> str:
-        return f"{self.url}/files/{name}?X-Amz-Signature=FIXTURE-SECRET-file"
-
-    def start(self) -> FakeInspera:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                parts = urlsplit(self.path)
-                query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-                length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
-                if (
-                    parts.path == "/api/authenticate/token/"
-                    and query.get("grant_type") == "authorization_code"
-                    and query.get("client_id") == fake.client_id
-                    and self.headers.get("code") == fake.api_key
-                ):
-                    fake.tokens_issued += 1
-                    token = f"token-{fake.tokens_issued}"
-                    fake.valid_tokens.add(token)
-                    self._json(200, {"access_token": token, "expires_in": 3600})
-                else:
-                    self._json(401, {"error": "invalid_grant"})
-
-            def do_GET(self) -> None:
-                parts = urlsplit(self.path)
-                query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-                segments = parts.path.strip("/").split("/")
-                if segments[0] == "files":
-                    fake.file_requests.append(dict(self.headers))
-                    body = fake.files.get(segments[1])
-                    if body is None:
-                        self._json(404, {})
-                        return
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                    return
-                token = self.headers.get("Authorization", "").removeprefix("Bearer ")
-                if token not in fake.valid_tokens:
-                    self._json(401, {"error": "unauthorized"})
-                    return
-                if segments[:3] != ["api", "v1", "test"] or segments[4:] != ["events"]:
-                    self._json(404, {})
-                    return
-                if "jobId" not in query:
-                    fake.ordered.append(segments[3])
-                    self._json(200, fake.job_reply)
-                    return
-                fake.polls.append(query["jobId"])
-                if fake.revoke_after_poll:
-                    fake.valid_tokens.discard(token)
-                    fake.revoke_after_poll = False
-                state = fake.states.pop(0) if len(fake.states) > 1 else fake.states[0]
-                self._json(200, {"jobId": query["jobId"], **state})
-
-            def _json(self, status: int, body: Any) -> None:
-                data = orjson.dumps(body)
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                del format, args
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+from tests.support.inspera import API_KEY, FakeInspera
 
 
 @pytest.fixture

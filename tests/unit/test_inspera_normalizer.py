@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -12,7 +13,6 @@ import pytest
 from gateway.canonical import NormalizeContext
 from gateway.errors import MalformedPayload, UnsupportedMediaType
 from gateway.pipeline import Normalized, normalize_items, split_request
-from gateway.schemas import SchemaSet
 from gateway.vendors.base import Inbound
 from gateway.vendors.inspera import VENDOR
 from gateway.vendors.inspera.normalize import (
@@ -24,11 +24,13 @@ from gateway.vendors.inspera.normalize import (
     export_items,
     redact_urls,
 )
+from tests.support.inspera import EXPORT, EXPORTS, WEBHOOKS, export_file_items, webhook_items
+from tests.support.schemas import CANONICAL, SCHEMAS
 
-SCHEMAS = SchemaSet()
-CANONICAL = SCHEMAS.get("canonical/event.schema.json")
 CTX = NormalizeContext("uni", "inspera", datetime(2026, 1, 1, tzinfo=UTC), "req-1")
 SIGNED = "https://b.s3.amazonaws.com/e.json?X-Amz-Signature=SECRET"
+EXPORT_FILE = SCHEMAS.get("inspera/inspera.schema.json#/$defs/exportFile")
+URL_SECRET = "FIXTURE-SECRET"  # every pre-signed URL of the fixtures carries it
 
 
 def webhook(body: bytes, media: str = "application/json") -> Normalized:
@@ -264,3 +266,27 @@ def test_candidates_come_out_one_by_one_as_bytes_arrive() -> None:
 def test_numbers_stay_numbers() -> None:
     (candidate,) = parse(b'{"candidates": [{"userId": 12345678901, "size": 1.5}]}')
     assert candidate == {"userId": 12345678901, "size": 1.5}
+
+
+# --- the fixtures (tests/fixtures/inspera/in/; their golden files: tests/unit/test_golden.py) ---
+
+
+@pytest.mark.parametrize("path", WEBHOOKS + EXPORTS, ids=lambda p: p.name)
+def test_no_presigned_url_reaches_a_record_or_dead_letter(path: Path) -> None:
+    assert URL_SECRET in path.read_text() or "FIXTURE" not in path.read_text()
+    items = webhook_items(path) if path.parent.name == "webhooks" else export_file_items(path)
+    # With `original` on too: what a record or a dead letter could carry is the item's payload.
+    normalized = normalize_items(VENDOR, items, CTX, SCHEMAS, include_original=True)
+    published = orjson.dumps([normalized.canonical, [item.payload for item in items]])
+    assert URL_SECRET.encode() not in published
+
+
+def test_the_export_fixture_is_a_valid_export_file() -> None:
+    document = orjson.loads(EXPORT.read_bytes())
+    assert not EXPORT_FILE.errors(document)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 64, 1 << 20])
+def test_the_parser_gives_the_same_items_whatever_the_chunking(chunk: int) -> None:
+    path = EXPORT.parent / "edge-cases.json"
+    assert export_file_items(path, chunk) == export_file_items(path, 7)

@@ -12,7 +12,7 @@ from gateway.errors import ConfigError
 from gateway.kafka.log import ClientLog
 from gateway.kafka.security import aiokafka_connection, librdkafka_connection
 from gateway.settings import KafkaSettings, Settings, load_settings
-from tests.certificates import self_signed
+from tests.support.certificates import self_signed
 
 PASSWORD = "s3cret-sasl-password"
 

@@ -11,92 +11,24 @@ and golden tests sign their deliveries with them too.
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
-from urllib.parse import urlencode
 
-import orjson
 import pytest
-from cryptography.hazmat.primitives.ciphers import algorithms
-from cryptography.hazmat.primitives.cmac import CMAC
 
-from gateway.auth import Authenticator, Credentials
+from gateway.auth import Authenticator
 from gateway.errors import Unauthorized
 from gateway.settings import Credential, Settings, Tenant
-from gateway.vendors.pearson import VENDOR as PEARSON
 from gateway.vendors.pearson.settings import PearsonSettings
 from gateway.vendors.pearson.signature import aes_cmac, aes_cmac_hex
-
-PRINCIPAL = "dev-principal"  # gateway.dev.toml, tenant demo
-SECRET = "dev-pearson-key!"
-FORM = "application/x-www-form-urlencoded"
-STUDENT_EXAM_COMPLETED = "pearson.ls.assessment.studentexam.completed"
-
-
-def pearson_timestamp(moment: datetime | None = None) -> str:
-    """The timestamp as Pearson's Java library writes it (`yyyy-MM-dd'T'HH:mm:ss'Z'`, UTC)."""
-    return (moment or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def sign(
-    fields: dict[str, str],
-    *,
-    principal: str = PRINCIPAL,
-    secret: str = SECRET,
-    timestamp: str | None = None,
-    delimiter: str = "|",
-) -> str:
-    """The AUTHORIZATION value LearningStudio Eventing puts on a delivery of `fields`."""
-    stamp = pearson_timestamp() if timestamp is None else timestamp
-    signed = "".join(
-        (
-            stamp,
-            fields.get("MESSAGE-ID", ""),
-            fields.get("MESSAGE-TYPE", ""),
-            fields.get("PAYLOAD-CONTENT-TYPE", ""),
-            fields.get("PAYLOAD", ""),
-        )
-    )
-    cmac = CMAC(algorithms.AES(secret.encode("utf-8")))
-    cmac.update(signed.encode("utf-8"))
-    return delimiter.join((principal, stamp, cmac.finalize().hex()))
-
-
-def payload_text(payload: Any) -> str:
-    """PAYLOAD as sent: the event JSON as a string (strings are sent as they are)."""
-    return payload if isinstance(payload, str) else orjson.dumps(payload).decode()
-
-
-def delivery(
-    payload: Any = None,
-    *,
-    message_id: str | None = None,
-    message_type: str = STUDENT_EXAM_COMPLETED,
-    content_type: str = "application/json",
-    attempt_id: str | None = None,
-    delimiter: str | None = None,
-    **sign_options: Any,
-) -> dict[str, str]:
-    """A signed delivery's form fields (a fresh MESSAGE-ID and DELIVERY-ATTEMPT-ID unless given)."""
-    fields = {
-        "DELIVERY-ATTEMPT-ID": attempt_id or str(uuid.uuid4()),
-        "MESSAGE-ID": message_id or str(uuid.uuid4()),
-        "MESSAGE-TYPE": message_type,
-        "PAYLOAD-CONTENT-TYPE": content_type,
-        "PAYLOAD": payload_text({} if payload is None else payload),
-    }
-    if delimiter is not None:
-        fields["AUTHORIZATION-DELIMITER"] = delimiter
-        sign_options["delimiter"] = delimiter
-    fields["AUTHORIZATION"] = sign(fields, **sign_options)
-    return fields
-
-
-def form(fields: dict[str, str]) -> bytes:
-    """The url-encoded body (UTF-8), as a form-posting HTTP client sends it."""
-    return urlencode(fields).encode("ascii")
-
+from tests.support.pearson import (
+    DEMO,
+    PRINCIPAL,
+    SECRET,
+    authenticate,
+    authenticator,
+    delivery,
+    pearson_timestamp,
+)
 
 # RFC 4493 §4: AES-128 key and the four examples (empty, 16, 40 and 64 bytes).
 RFC4493_KEY = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
@@ -129,27 +61,6 @@ def test_aes_cmac_hex_is_the_documented_mac_over_utf8() -> None:
         fields[k] for k in ("MESSAGE-ID", "MESSAGE-TYPE", "PAYLOAD-CONTENT-TYPE", "PAYLOAD")
     )
     assert aes_cmac_hex(SECRET, signed) == mac
-
-
-DEMO = (Tenant("demo", (Credential("pearson", SECRET, PRINCIPAL),)),)
-
-
-def authenticator(
-    max_age_seconds: float = 0.0, now: datetime | None = None, tenants: tuple[Tenant, ...] = DEMO
-) -> Authenticator:
-    """The gateway's Authenticator, with a fixed clock when `now` is given (window off unless
-    `max_age_seconds` is given; the default window is tested on its own)."""
-    settings = Settings().with_section(PearsonSettings(max_age_seconds=max_age_seconds))
-    if now is None:
-        return Authenticator(tenants, settings)
-    return Authenticator(tenants, settings, clock=lambda: now)
-
-
-def authenticate(
-    fields: dict[str, str], auth: Authenticator | None = None, media_type: str = FORM
-) -> str:
-    presented = Credentials(headers={}, query={}, media_type=media_type, body=form(fields))
-    return (auth or authenticator()).authenticate(PEARSON, presented)
 
 
 def test_a_signed_delivery_names_its_tenant() -> None:

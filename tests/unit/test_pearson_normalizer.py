@@ -3,79 +3,38 @@
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from gateway.canonical import NormalizeContext, content_digest, record_id
+from gateway.canonical import content_digest, record_id
 from gateway.deadletter import DeadLetter
 from gateway.errors import UnsupportedMediaType
-from gateway.pipeline import Normalized, normalize_items, split_request
-from gateway.schemas import SchemaSet
+from gateway.pipeline import normalize_items, split_request
 from gateway.tools.replay import rebuild
 from gateway.vendors.base import Inbound
 from gateway.vendors.pearson import VENDOR
 from gateway.vendors.pearson.normalize import decode
-from tests.unit.test_pearson_auth import FORM, STUDENT_EXAM_COMPLETED, delivery, form
+from tests.support.golden import cases, outcome
+from tests.support.pearson import (
+    CTX,
+    DEAD_LETTERED,
+    DELIVERIES,
+    FORM,
+    GOLDEN,
+    STUDENT_EXAM_COMPLETED,
+    delivery,
+    exam_completed,
+    fixture_fields,
+    form,
+    one,
+    run,
+)
+from tests.support.schemas import SCHEMAS
 
-SCHEMAS = SchemaSet()
 CANONICAL = SCHEMAS.get("canonical/event.schema.json")
-CTX = NormalizeContext("uni", "pearson", datetime(2026, 1, 1, tzinfo=UTC), "req-1")
-
-
-def exam_completed(**object_fields: Any) -> dict[str, Any]:
-    """The seed's example event, with `object` fields replaced."""
-    event: dict[str, Any] = {
-        "eventId": "bb2d559b-8487-4fc1-8714-f2907a2c2434",
-        "eventDate": "2013-05-17T14:06:10.688Z",
-        "eventType": STUDENT_EXAM_COMPLETED,
-        "object": {
-            "id": "pearson.ls.assessment.studentexam_123456",
-            "type": "pearson.ls.assessment.studentexam",
-            "comment": " ",
-            "endTime": "2013-05-17T14:06:10.673Z",
-            "startTime": "2013-05-17T14:04:38.000Z",
-            "isLateSubmission": False,
-            "examId": 123456,
-            "isAutoGradingOn": True,
-            "isComplete": True,
-        },
-        "actor": {
-            "id": "7777777",
-            "type": "user",
-            "firstName": "John",
-            "lastName": "Smith",
-            "emailAddress": "john.smith@domain.com",
-            "userName": "jsmith123",
-        },
-        "contexts": {
-            "course": {
-                "id": "2022425",
-                "title": "What About Bob? 101",
-                "displayCourseCode": "WAB - 101",
-                "callNumbers": [],
-                "nodes": ["402629"],
-            },
-            "ep": {"id": "987654", "clientString": "epsamplestring"},
-        },
-    }
-    event["object"].update(object_fields)
-    return event
-
-
-def run(fields: dict[str, str], include_original: bool = False) -> Normalized:
-    items = split_request(VENDOR, Inbound("POST", FORM, form(fields)), SCHEMAS)
-    return normalize_items(VENDOR, items, CTX, SCHEMAS, include_original)
-
-
-def one(fields: dict[str, str], include_original: bool = False) -> dict[str, Any]:
-    normalized = run(fields, include_original)
-    assert not normalized.rejected, normalized.rejected
-    (record,) = normalized.canonical
-    assert not CANONICAL.errors(record), CANONICAL.errors(record)
-    return record
 
 
 def test_a_completed_exam_is_a_submitted_attempt_of_the_learner() -> None:
@@ -386,3 +345,34 @@ def test_only_forms_are_decoded() -> None:
 def test_bodies_that_cannot_be_split_are_dead_lettered_and_answered_200() -> None:
     assert VENDOR.accept_malformed is True
     assert (VENDOR.success.status, VENDOR.success.body) == (200, b"")
+
+
+# --- the fixtures (tests/fixtures/pearson/in/; their golden files: tests/unit/test_golden.py) ---
+
+
+def delivered(path: Path) -> dict[str, Any]:
+    """What the golden driver makes of a delivery fixture (signed, form-encoded)."""
+    (case,) = [case for case in cases("pearson") if case.source == path]
+    return outcome(VENDOR, case)
+
+
+@pytest.mark.parametrize("path", DELIVERIES, ids=lambda p: p.name)
+def test_no_credential_and_no_personal_data_leaves(path: Path) -> None:
+    """The MAC never leaves (not even in a dead letter); names, emails and usernames stay out
+    of canonical records (the PII policy comes later: ids only)."""
+    fields = fixture_fields(path)
+    text = orjson.dumps(delivered(path)).decode()
+    assert fields["AUTHORIZATION"].split("|")[2] not in text
+    assert "AUTHORIZATION" not in text
+    canonical = orjson.dumps(delivered(path)["canonical"]).decode()
+    payload = orjson.loads(path.read_bytes())["fields"]["PAYLOAD"]
+    actor = payload.get("actor", {}) if isinstance(payload, dict) else {}
+    for key in ("firstName", "lastName", "emailAddress", "userName"):
+        if actor.get(key):
+            assert actor[key] not in canonical, key
+
+
+def test_every_delivery_fixture_has_its_golden_file() -> None:
+    assert DELIVERIES
+    assert {p.name for p in GOLDEN.glob("*.json")} == {p.name for p in DELIVERIES}
+    assert set(DEAD_LETTERED) <= {p.name for p in DELIVERIES}

@@ -22,14 +22,15 @@ from gateway.errors import Unauthorized
 from gateway.settings import Settings
 from gateway.vendors.pearson import signature
 from gateway.vendors.pearson.settings import PearsonSettings
-from tests.unit.test_pearson_auth import (
+from tests.support.pearson import (
     DEMO,
     PRINCIPAL,
     authenticate,
     delivery,
+    exam_completed,
+    one,
     pearson_timestamp,
 )
-from tests.unit.test_pearson_normalizer import exam_completed, one
 
 NOW = datetime(2026, 12, 4, 19, 20, 0, tzinfo=UTC)
 SIGNED = "2026-12-04T19:13:09Z"  # seven minutes before NOW: a fresh, genuine delivery

@@ -23,13 +23,12 @@ from gateway.canonical import NormalizeContext
 from gateway.errors import GatewayError, UnsafePayload
 from gateway.limits import MAX_JSON_DEPTH, InvalidJson, loads_json
 from gateway.pipeline import normalize_items, split_request
-from gateway.schemas import SchemaSet
 from gateway.vendors import registry
 from gateway.vendors.base import Inbound, Vendor
-from tests.caliper_fixtures import as_envelope, positive_fixtures
+from tests.support.caliper import as_envelope, positive_fixtures
+from tests.support.schemas import SCHEMAS
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-SCHEMAS = SchemaSet()
 VENDORS = registry()
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
@@ -56,17 +55,17 @@ def seeds() -> dict[str, list[tuple[str, Any]]]:
     """Real bodies of each vendor (media type, JSON value; Pearson: its form fields)."""
     caliper = [(JSON, as_envelope(path)[0]) for path in positive_fixtures()]
     canvas = []
-    for path in sorted((FIXTURES / "canvas" / "requests").glob("*.json")):
+    for path in sorted((FIXTURES / "canvas" / "in").glob("*.json")):
         request = orjson.loads(path.read_bytes())
         if request["content_type"] == JSON and isinstance(request["body"], dict):
             canvas.append((JSON, request["body"]))
     inspera = [
         (JSON, orjson.loads(path.read_bytes()))
-        for path in sorted((FIXTURES / "inspera" / "webhooks").glob("*.json"))
+        for path in sorted((FIXTURES / "inspera" / "in" / "webhooks").glob("*.json"))
     ]
     pearson = [
         (FORM, orjson.loads(path.read_bytes())["fields"])
-        for path in sorted((FIXTURES / "pearson" / "deliveries").glob("*.json"))
+        for path in sorted((FIXTURES / "pearson" / "in").glob("*.json"))
     ]
     return {"caliper": caliper, "canvas": canvas, "inspera": inspera, "pearson": pearson}
 

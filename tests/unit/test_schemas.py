@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from gateway.canonical import DATASCHEMA, EventType
-from gateway.schemas import SCHEMA_DIR, SchemaSet, json_pointer, load_documents
+from gateway.schemas import SCHEMA_DIR, json_pointer, load_documents
+from tests.support.schemas import SCHEMAS
 
 DOCUMENTS = load_documents()
 
@@ -34,7 +35,7 @@ def test_canonical_schema_is_the_dataschema_and_knows_the_vocabulary() -> None:
 
 
 def test_errors_carry_json_pointers() -> None:
-    schema = SchemaSet().get("canonical/event.schema.json")
+    schema = SCHEMAS.get("canonical/event.schema.json")
     errors = schema.errors({"specversion": "0.3"})
     assert any(e.path == "/specversion" for e in errors)
     assert any("required" in e.message or "is a required property" in e.message for e in errors)
@@ -46,7 +47,7 @@ def test_json_pointer_escapes() -> None:
 
 
 def test_golden_records_conform_to_the_canonical_schema() -> None:
-    schema = SchemaSet().get("canonical/event.schema.json")
+    schema = SCHEMAS.get("canonical/event.schema.json")
     goldens = sorted((Path(__file__).parents[1] / "fixtures").rglob("golden/**/*.json"))
     assert goldens
     for path in goldens:

@@ -28,8 +28,9 @@ from gateway.errors import ConfigError
 from gateway.kafka.broker import start_broker, stop_broker
 from gateway.settings import Settings, TracingSettings, load_settings
 from gateway.tracing import NO_TRACER, build_tracer
-from tests.integration.conftest import ROOT, TOKEN, free_port
-from tests.integration.test_caliper import assessment_started, envelope
+from tests.support.caliper import assessment_started, envelope
+from tests.support.gateway import ROOT, TOKEN
+from tests.support.http import free_port
 
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 
@@ -240,7 +241,7 @@ async def test_spans_reach_the_configured_otlp_endpoint(
 _UNTRACED_REQUEST = """
 import asyncio, sys, httpx, orjson
 from gateway.app import create_app
-from tests.integration.test_caliper import assessment_started, envelope
+from tests.support.caliper import assessment_started, envelope
 
 AUTH = {"Authorization": "Bearer dev-token", "Content-Type": "application/json"}
 

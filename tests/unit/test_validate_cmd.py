@@ -17,11 +17,11 @@ from urllib.parse import urlencode
 import orjson
 import pytest
 
-from gateway.schemas import SchemaSet
+from tests.support.schemas import SCHEMAS
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
-CANONICAL = SchemaSet().get("canonical/event.schema.json")
+CANONICAL = SCHEMAS.get("canonical/event.schema.json")
 TENANT = "golden-tenant"  # the tenant the golden files were made with
 CANVAS_PATH = "/api/v1/courses/101/quizzes/202/submissions/303/events"
 
@@ -58,7 +58,7 @@ def golden(vendor_dir: str, name: str) -> dict[str, Any]:
 
 def pearson_form(delivery: str, tmp_path: Path) -> Path:
     """The url-encoded body of a Pearson delivery fixture (its PAYLOAD sent as a JSON string)."""
-    fields = golden("pearson/deliveries", delivery)["fields"]
+    fields = golden("pearson/in", delivery)["fields"]
     encoded = {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items()}
     path = tmp_path / delivery.replace(".json", ".form")
     path.write_text(urlencode(encoded))
@@ -67,7 +67,7 @@ def pearson_form(delivery: str, tmp_path: Path) -> Path:
 
 def canvas_body(request: str, tmp_path: Path) -> tuple[Path, str, str]:
     """A Canvas request fixture's body as a file, its content type and the URL path it names."""
-    fixture = golden("canvas/requests", request)
+    fixture = golden("canvas/in", request)
     body = fixture["body"]
     path = tmp_path / request
     path.write_text(body if isinstance(body, str) else json.dumps(body))
@@ -77,8 +77,8 @@ def canvas_body(request: str, tmp_path: Path) -> tuple[Path, str, str]:
 
 
 def test_a_good_caliper_envelope_prints_the_records_the_gateway_publishes() -> None:
-    name = "ims-v1p2/caliperEnvelopeEventBatch.json"
-    source = FIXTURES / "caliper/ims/v1p2/caliperEnvelopeEventBatch.json"
+    name = "ims/v1p2/caliperEnvelopeEventBatch.json"
+    source = FIXTURES / "caliper/in/ims/v1p2/caliperEnvelopeEventBatch.json"
     result = validate(str(source), "--vendor", "caliper", "--tenant", TENANT)
     assert result.returncode == 0, result.stderr
     expected = golden("caliper/golden", name)["canonical"]
@@ -88,7 +88,7 @@ def test_a_good_caliper_envelope_prints_the_records_the_gateway_publishes() -> N
 
 def test_an_invalid_caliper_event_is_named_with_its_pointer_and_exits_1(tmp_path: Path) -> None:
     started = orjson.loads(
-        (FIXTURES / "caliper/ims/v1p2/caliperEventAssessmentStarted.json").read_bytes()
+        (FIXTURES / "caliper/in/ims/v1p2/caliperEventAssessmentStarted.json").read_bytes()
     )
     broken = {k: v for k, v in started.items() if k != "actor"}
     envelope = {
@@ -131,7 +131,7 @@ def test_a_body_over_a_safety_limit_would_be_refused_even_where_success_is_owed(
 
 
 def test_a_content_type_the_vendor_does_not_take_would_be_refused_with_415() -> None:
-    source = FIXTURES / "caliper/ims/v1p2/caliperEnvelopeEventBatch.json"
+    source = FIXTURES / "caliper/in/ims/v1p2/caliperEnvelopeEventBatch.json"
     result = validate(str(source), "--vendor", "caliper", "--content-type", "text/plain")
     assert result.returncode == 1
     assert "would be refused: HTTP 415 unsupported_media_type" in result.stderr
@@ -161,7 +161,7 @@ def test_canvas_events_without_a_type_are_dead_letters_at_their_index(tmp_path: 
     path, _, _ = canvas_body("unknown-types-and-odd-values.json", tmp_path)
     result = validate(str(path), "--vendor", "canvas", "--path", CANVAS_PATH)
     assert result.returncode == 1
-    for where in golden("canvas/requests", "unknown-types-and-odd-values.json")["deadletters"]:
+    for where in golden("canvas/in", "unknown-types-and-odd-values.json")["deadletters"]:
         assert f"dead letter (schema_violation) at {where}:" in result.stderr
     assert {r["data"]["course"]["id"] for r in records(result)} == {"101"}
 
@@ -193,7 +193,7 @@ def test_a_pearson_schema_violation_names_the_pointers(tmp_path: Path) -> None:
 
 
 def test_inspera_webhooks_good_bad_and_a_subscription_check() -> None:
-    webhooks = FIXTURES / "inspera/webhooks"
+    webhooks = FIXTURES / "inspera/in/webhooks"
     good = validate(str(webhooks / "confirm-final-grades.json"), "--vendor", "inspera")
     assert good.returncode == 0, good.stderr
     assert [r["vendor"] for r in records(good)] == ["inspera"]
@@ -210,7 +210,7 @@ def test_inspera_webhooks_good_bad_and_a_subscription_check() -> None:
 
 
 def test_reads_the_payload_from_stdin() -> None:
-    body = (FIXTURES / "inspera/webhooks/confirm-final-grades.json").read_bytes()
+    body = (FIXTURES / "inspera/in/webhooks/confirm-final-grades.json").read_bytes()
     result = validate("-", "--vendor", "inspera", stdin=body)
     assert result.returncode == 0, result.stderr
     assert len(records(result)) == 1
@@ -220,7 +220,7 @@ def caliper_envelope(**changes: Any) -> dict[str, Any]:
     """A valid Caliper envelope of one event, with `changes` to the envelope or (`event_*`)
     to its event."""
     event = orjson.loads(
-        (FIXTURES / "caliper/ims/v1p2/caliperEventAssessmentStarted.json").read_bytes()
+        (FIXTURES / "caliper/in/ims/v1p2/caliperEventAssessmentStarted.json").read_bytes()
     )
     envelope = {
         "sensor": "https://example.edu/sensors/1",
@@ -264,7 +264,7 @@ def test_an_invalid_date_says_what_is_expected_once(
 
 
 def test_a_pearson_date_says_what_is_expected(tmp_path: Path) -> None:
-    fields = golden("pearson/deliveries", "seed-example.json")["fields"]
+    fields = golden("pearson/in", "seed-example.json")["fields"]
     payload = dict(fields["PAYLOAD"])
     payload["eventDate"] = "last tuesday"
     form = tmp_path / "delivery.form"

@@ -12,8 +12,9 @@ from typing import Any
 import httpx
 import orjson
 
-from tests.integration.conftest import TOKEN, KafkaRecord
-from tests.integration.test_caliper import assessment_started, envelope, expected_id
+from tests.support.caliper import assessment_started, envelope, expected_id
+from tests.support.gateway import TOKEN
+from tests.support.kafka import KafkaRecord
 
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 
