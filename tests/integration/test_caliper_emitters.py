@@ -4,7 +4,7 @@ Every payload of tests/fixtures/caliper/in/emitters/ (Canvas Live Events, Blackb
 event-routing-backends, HMH; sources and licenses in SOURCES.md there) is posted once: the sender
 gets its success answer (Caliper: 200, empty body), every event and entity of it is published on
 the canonical topic as the record of its golden file (tests/fixtures/caliper/golden/emitters/,
-made by tests/unit/test_caliper_golden.py with a fixed tenant and receive time), and none is
+made by tests/unit/test_golden.py with a fixed tenant and receive time), and none is
 dead-lettered. Canvas's quiz page, which posts quiz submission events to Canvas's own endpoint,
 is sent there: 204, one record per event.
 """

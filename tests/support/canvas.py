@@ -14,8 +14,6 @@ import orjson
 from tests.support.gateway import TOKEN, Gateway
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
 FORM = "application/x-www-form-urlencoded"
 
 

@@ -24,8 +24,6 @@ import orjson
 from tests.support.http import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
 TOKEN = "dev-token"
 
 
@@ -60,8 +58,6 @@ SECRETS_IN_TESTS = (
 
 
 EMAIL = re.compile(rb"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-
-
 # Every gateway log of the session: the check after the run must find each one it was given.
 GATEWAY_LOGS: list[Path] = []
 

@@ -136,9 +136,9 @@ def vendor_requests(vendor: str) -> Callable[[Path, Path], list[GoldenRequest] |
     return found
 
 
-def cases(vendor: str) -> list[Case]:
-    """Every golden case of a vendor, from tests/fixtures/<vendor>/in/ (none without it)."""
-    root = FIXTURES / vendor
+def cases(vendor: str, fixtures: Path = FIXTURES) -> list[Case]:
+    """Every golden case of a vendor, from <fixtures>/<vendor>/in/ (none without it)."""
+    root = fixtures / vendor
     options: dict[str, Any] = {}
     if (root / "golden.toml").is_file():
         options = tomllib.loads((root / "golden.toml").read_text(encoding="utf-8"))

@@ -60,8 +60,6 @@ def export_log(event: str, test_id: Any) -> Callable[[dict[str, Any]], bool]:
 
 
 SECRET = "dev-inspera-secret"
-
-
 ROUTE = "/v1/inspera/webhooks"
 
 

@@ -27,14 +27,8 @@ DELIVERIES_IN = PEARSON / "in"
 DELIVERIES = sorted(DELIVERIES_IN.glob("*.json"))
 GOLDEN = PEARSON / "golden"
 PRINCIPAL = "dev-principal"  # gateway.dev.toml, tenant demo
-
-
 SECRET = "dev-pearson-key!"
-
-
 FORM = "application/x-www-form-urlencoded"
-
-
 STUDENT_EXAM_COMPLETED = "pearson.ls.assessment.studentexam.completed"
 
 

@@ -441,3 +441,52 @@ def test_every_error_the_gateway_answers_with_is_in_errors_py() -> None:
     outside = {name for name in outside if not name.startswith("gateway.errors.")}
     assert not {name for name in outside if name.startswith("gateway.")}
     assert not issubclass(ConfigError, GatewayError)  # start-up errors are no HTTP answers
+
+
+# --- the tests: shared helpers in tests/support/, no test module imports another ---------------
+
+TESTS = ROOT / "tests"
+# Spelt apart so that grepping the tests for such an import finds none.
+UNIT, INTEGRATION = "unit", "integration"
+TEST_MODULES = sorted(p for p in TESTS.rglob("*.py") if TESTS / "vendor" not in p.parents)
+
+
+def cross_test_imports(source: str, module: str, *, is_package: bool = False) -> list[str]:
+    """The imports of a module under tests/ that reach into another test module or a conftest
+    (anything of `tests` but `tests.support`): shared helpers live in tests/support/."""
+    problems = []
+    for line, name in imported(source, module, is_package):
+        inside = is_under(name, ("tests",)) and not is_under(name, ("tests.support",))
+        if inside and name not in ("tests", module):
+            problems.append(f"line {line} imports {name}: shared helpers go to tests/support/")
+    return list(dict.fromkeys(problems))
+
+
+@pytest.mark.parametrize("path", TEST_MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_test_module_imports_another_or_a_conftest(path: Path) -> None:
+    problems = cross_test_imports(
+        path.read_text(encoding="utf-8"), module_name(path), is_package=path.name == "__init__.py"
+    )
+    assert not problems, f"{path.relative_to(ROOT)}: {problems}"
+
+
+@pytest.mark.parametrize(
+    ("source", "found"),
+    [
+        (f"from tests.{INTEGRATION}.conftest import TOKEN\n", "conftest"),
+        (f"from tests.{UNIT}.test_pearson_auth import sign\n", "test_pearson_auth"),
+        (f"from tests.{INTEGRATION} import load\n", "load"),
+        ("from ..unit.test_canvas_decode import ids\n", "tests.unit.test_canvas_decode"),
+        ("import tests.golden\n", "tests.golden"),
+    ],
+)
+def test_the_test_module_check_fails_on_an_import_of_another_test_module(
+    source: str, found: str
+) -> None:
+    problems = cross_test_imports(source, "tests.integration.test_example")
+    assert any(found in problem for problem in problems), problems
+
+
+def test_the_test_module_check_allows_the_support_package() -> None:
+    source = "from tests.support.gateway import TOKEN\nfrom tests.support import golden\n"
+    assert not cross_test_imports(source, "tests.integration.test_example")

@@ -9,6 +9,10 @@ and review the diff.
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
+import orjson
 import pytest
 
 from gateway.vendors import registry
@@ -32,3 +36,29 @@ def test_every_golden_file_has_its_request_and_every_vendor_has_cases(vendor: st
     made = {case.golden for case in CASES if case.vendor == vendor}
     assert made, f"no golden cases for {vendor}: add tests/fixtures/{vendor}/in/"
     assert set(golden.rglob("*.json")) == made
+
+
+def test_a_new_folder_of_fixtures_is_new_cases_by_adding_files_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What adding fixtures is (a vendor's first, or a folder like canvas/in/live-events/):
+    files in in/ and golden/, no code; the driver finds the case, and a wrong golden file
+    fails it."""
+    monkeypatch.delenv("UPDATE_GOLDEN", raising=False)
+    canvas = FIXTURES / "canvas"
+    for part in ("in", "golden"):
+        (tmp_path / "canvas" / part / "live-events").mkdir(parents=True)
+        shutil.copy(
+            canvas / part / "browser-json-batch.json",
+            tmp_path / "canvas" / part / "live-events" / "sent.json",
+        )
+    shutil.copy(canvas / "golden.toml", tmp_path / "canvas" / "golden.toml")
+    (case,) = cases("canvas", fixtures=tmp_path)
+    assert case.golden == tmp_path / "canvas" / "golden" / "live-events" / "sent.json"
+    check_golden(outcome(VENDORS["canvas"], case), case.golden)
+
+    wrong = orjson.loads(case.golden.read_bytes())
+    wrong["canonical"] = wrong["canonical"][1:]
+    case.golden.write_bytes(orjson.dumps(wrong))
+    with pytest.raises(AssertionError):
+        check_golden(outcome(VENDORS["canvas"], case), case.golden)

@@ -2,7 +2,8 @@
 that checks the token call (API key in the `code` header, grant type and client id), the bearer
 token on every export call, and answers a scripted sequence of job states.
 
-`FakeInspera` is also what the `gateway inspera export` integration test runs against.
+`FakeInspera` (tests/support/inspera.py) is also what the `gateway inspera export` integration
+test runs against.
 """
 
 from __future__ import annotations

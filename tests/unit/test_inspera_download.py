@@ -1,7 +1,7 @@
 """The export downloader against real loopback HTTP servers: the allow-list, https only,
 redirects only to allowed hosts, the size limit, and which failures are worth a retry.
 
-`FileServer` is also what the integration tests serve export files with.
+`FileServer` (tests/support/http.py) is also what the integration tests serve export files with.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """Pearson's AES-CMAC scheme: RFC 4493 vectors, and `Authenticator` against an independent signer.
 
-`sign` and `delivery` build deliveries the way LearningStudio Eventing does (Pearson's
-`EventingClient.generateAuthToken`): AES-CMAC keyed with the secret's bytes over
-timestamp + MESSAGE-ID + MESSAGE-TYPE + PAYLOAD-CONTENT-TYPE + PAYLOAD, lower-case hex, in
-`principal|timestamp|mac`. They use `cryptography`'s CMAC directly, not the gateway's own
-(gateway/vendors/pearson/signature.py), so the gateway is checked against the documented
-algorithm rather than against itself. The integration
-and golden tests sign their deliveries with them too.
+`sign` and `delivery` (tests/support/pearson.py) build deliveries the way LearningStudio
+Eventing does, with `cryptography`'s CMAC rather than the gateway's own, so the gateway is
+checked against the documented algorithm rather than against itself. The integration and golden
+tests sign their deliveries with them too.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from gateway.canonical import DATASCHEMA, EventType
-from gateway.schemas import SCHEMA_DIR, json_pointer, load_documents
+from gateway.schemas import SCHEMA_DIR, SchemaSet, json_pointer, load_documents
 from tests.support.schemas import SCHEMAS
 
 DOCUMENTS = load_documents()
@@ -46,8 +46,9 @@ def test_json_pointer_escapes() -> None:
     assert json_pointer([]) == ""
 
 
-def test_golden_records_conform_to_the_canonical_schema() -> None:
-    schema = SCHEMAS.get("canonical/event.schema.json")
+def test_golden_records_conform_to_the_canonical_schema(schemas: SchemaSet) -> None:
+    assert schemas is SCHEMAS  # one compiled set for the whole suite
+    schema = schemas.get("canonical/event.schema.json")
     goldens = sorted((Path(__file__).parents[1] / "fixtures").rglob("golden/**/*.json"))
     assert goldens
     for path in goldens:
