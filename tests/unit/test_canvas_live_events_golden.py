@@ -68,7 +68,7 @@ def test_a_published_example_signed_becomes_its_golden_records(
 
 
 def test_the_identity_is_the_request_id_event_name_and_time() -> None:
-    canvas = [p for n, p in EXAMPLES if n.startswith("canvas-grade_change")][0]
+    canvas = next(p for n, p in EXAMPLES if n.startswith("canvas-grade_change"))
     first = outcome(canvas, orjson.dumps(canvas))["canonical"][0]
     again = outcome(canvas, orjson.dumps(canvas))["canonical"][0]
     assert first["id"] == again["id"]  # a redelivery is the same record
