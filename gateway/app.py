@@ -91,10 +91,11 @@ def create_app(
     )
     pipeline.prepare(list(vendors.values()))
     # Each vendor's stateful part, built (not started) here: see Component.
+    ingest = [route for vendor in vendors.values() for route in vendor.ingest_routes]
     components = [
-        vendor.component(ComponentContext(settings, pipeline))
-        for vendor in vendors.values()
-        if vendor.component is not None
+        route.component(ComponentContext(settings, pipeline))
+        for route in ingest
+        if route.component is not None
     ]
     for component in components:
         pipeline.on_accepted(component.vendor, component.accepted)
@@ -144,7 +145,7 @@ def create_app(
     ]
     routes = [
         Route(vendor.path, _ingest(pipeline.ingest_route(vendor)), methods=["POST"])
-        for vendor in vendors.values()
+        for vendor in ingest
     ]
     extras = [extra for component in components for extra in component.routes()]
     extras += [_describe(vendor, settings) for vendor in vendors.values() if vendor.describe]
@@ -328,10 +329,10 @@ def openapi_document(
     share the vendors' port, `server.admin_port = 0`): a document served on the admin port
     describing them would send a client to the public port for them."""
     paths: dict[str, Any] = {}
-    for vendor in vendors.values():
+    for vendor in (route for named in vendors.values() for route in named.ingest_routes):
         operations: dict[str, Any] = {
             "post": {
-                "summary": f"Ingest {vendor.name} events",
+                "summary": vendor.summary or f"Ingest {vendor.name} events",
                 "tags": [vendor.name],
                 "requestBody": {
                     "required": True,

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -234,7 +234,8 @@ def _dev(port: int, kafka_port: int) -> int:
     os.environ[CONFIG_ENV] = str(_dev_config())
     os.environ["GATEWAY_KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{kafka_port}"
     os.environ["GATEWAY_SERVER_PORT"] = str(port)
-    server = load_settings().server  # validate before starting anything
+    settings = load_settings()  # validate before starting anything
+    server = settings.server
     if port_in_use(port):
         # Checked like the broker's port, before anything starts (the broker first).
         raise ConfigError(
@@ -249,7 +250,12 @@ def _dev(port: int, kafka_port: int) -> int:
     # Where the tools find this broker (gateway/tools/devfile.py); also proves the state directory.
     written = devfile.write(Path(server.state_dir), f"127.0.0.1:{kafka_port}")
     stopping = _DevSignals()
+    services = ExitStack()
     try:
+        # What the vendors' dev configuration needs beside the gateway (a local key server).
+        for vendor in registry().values():
+            if vendor.dev_service is not None:
+                services.enter_context(vendor.dev_service(settings))
         broker = start_broker(kafka_port, quiet=True)
         try:
             config = uvicorn.Config(
@@ -265,6 +271,7 @@ def _dev(port: int, kafka_port: int) -> int:
         finally:
             stop_broker(broker)  # last: the gateway has drained into it
     finally:
+        services.close()
         stopping.restore()
         devfile.remove(written)
     return 0

@@ -215,6 +215,15 @@ class BrokerUnavailable(GatewayError):
     retryable = True
 
 
+class KeysUnavailable(GatewayError):
+    """Raised when a signature cannot be checked because the signer's published keys could not
+    be fetched (yet): the request may be good, so the sender is asked to retry (503)."""
+
+    status = 503
+    code = "keys_unavailable"
+    retryable = True
+
+
 class SpoolFull(GatewayError):
     """Raised when the spool has reached its size limit: the gateway stops accepting (503)."""
 

@@ -248,14 +248,30 @@ class Pipeline:
         return self._schemas
 
     def on_accepted(self, vendor: str, hook: AcceptedHook) -> None:
-        """Run `hook` after each published request of `vendor`, before the sender is answered."""
-        self._accepted[vendor] = hook
+        """Run `hook` after each published request of `vendor`, before the sender is answered
+        (after the hooks added before it: a vendor's feeds may have components too)."""
+        previous = self._accepted.get(vendor)
+        if previous is None:
+            self._accepted[vendor] = hook
+            return
+
+        async def both(tenant: str, items: Sequence[Item], request_id: str) -> None:
+            await previous(tenant, items, request_id)
+            await hook(tenant, items, request_id)
+
+        self._accepted[vendor] = both
+
+    def verifier(self, vendor: Vendor) -> object:
+        """The verifier built for `vendor`'s route, for its component to reach (a key cache
+        it keeps fresh): typed by the vendor that knows what it built."""
+        return self._auth.verifier(vendor)
 
     def prepare(self, vendors: Sequence[Vendor]) -> None:
         """Compile every schema the vendors use and build their verifiers, so that start-up
         fails, not the first request."""
-        self._auth.prepare(vendors)
-        for vendor in vendors:
+        routes = [route for vendor in vendors for route in vendor.ingest_routes]
+        self._auth.prepare(routes)
+        for vendor in routes:
             names = (vendor.envelope_schema, *vendor.item_schemas)
             for name in filter(None, names):
                 self._schemas.get(vendor.schema_ref(name))
@@ -460,6 +476,8 @@ class Pipeline:
         if tenant is None or media == FORM:
             presented = Credentials(head.headers, head.query, media, raw)
             proven = self._auth.authenticate(vendor, presented)
+            if not isinstance(proven, str):  # a scheme that may fetch a key first (a JWKS)
+                proven = await proven
             tenant = tenant or proven
         return inbound, tenant
 

@@ -105,10 +105,16 @@ class _Scrub:
     """One policy at work on one document; `found` maps every personal value it met to what
     replaced it, so that texts quoting them (schema error messages) can be cleaned too."""
 
-    def __init__(self, policy: TenantPrivacy, person_keys: frozenset[str]) -> None:
+    def __init__(
+        self,
+        policy: TenantPrivacy,
+        person_keys: frozenset[str],
+        personal_keys: frozenset[str] = frozenset(),
+    ) -> None:
         self.drop = policy.policy == DROP
         self.key = policy.key
         self.person_keys = person_keys
+        self.personal_keys = personal_keys  # the vendor's own, normalized (`normalized_key`)
         self.found: dict[str, str] = {}
 
     def replace(self, value: Any) -> Any:
@@ -143,7 +149,10 @@ class _Scrub:
         changed = False
         for k, v in node.items():
             personal = isinstance(k, str) and (
-                is_personal_key(k) or (person and k == "name") or (identifier and k == "identifier")
+                is_personal_key(k)
+                or (person and k == "name")
+                or (identifier and k == "identifier")
+                or (bool(self.personal_keys) and normalized_key(k) in self.personal_keys)
             )
             if personal and v is not None:
                 changed = True
@@ -171,7 +180,8 @@ class _Scrub:
 
         def pair(match: re.Match[str]) -> str:
             # Whose `name` it is cannot be told without the structure: any is taken as personal.
-            if not (is_personal_key(match.group(1)) or normalized_key(match.group(1)) == "name"):
+            key = normalized_key(match.group(1))
+            if not (is_personal_key(match.group(1)) or key == "name" or key in self.personal_keys):
                 return match.group(0)
             value = REMOVED if self.drop else self.replace(match.group(3))
             return f'"{match.group(1)}"{match.group(2)}"{value}"'
@@ -200,7 +210,15 @@ class Privacy:
         """`vendors`: whose person keys apply to their records (default: the registry's)."""
         self._policies = {t.name: t.privacy for t in tenants}
         known = registry().values() if vendors is None else vendors
+        known = list(known)
         self._person_keys = {vendor.name: PERSON_KEYS | vendor.person_keys for vendor in known}
+        # A vendor's feeds speak of the same people: their keys are the vendor's.
+        self._personal_keys = {
+            vendor.name: frozenset(
+                {normalized_key(k) for route in vendor.ingest_routes for k in route.personal_keys}
+            )
+            for vendor in known
+        }
 
     def policy(self, tenant: str) -> TenantPrivacy:
         """The tenant's policy; an unknown tenant gets the conservative default (drop)."""
@@ -210,7 +228,11 @@ class Privacy:
         policy = self.policy(tenant)
         if policy.policy == KEEP:
             return None
-        return _Scrub(policy, self._person_keys.get(vendor, PERSON_KEYS))
+        return _Scrub(
+            policy,
+            self._person_keys.get(vendor, PERSON_KEYS),
+            self._personal_keys.get(vendor, frozenset()),
+        )
 
     def canonical(self, record: dict[str, Any]) -> dict[str, Any]:
         """A canonical record with its `data` (and `data.original`) under the tenant's policy."""

@@ -200,6 +200,10 @@ class Credential:
     scheme: str = ""
     # Standard Webhooks only: how far `webhook-timestamp` may be from the gateway's clock.
     tolerance_seconds: float = 300.0
+    # The sender's accounts this credential's tenant owns, for schemes where a signed payload
+    # names its account and the signing key is the sender's, not the tenant's (a vendor's
+    # doc page says what an account is there): such a payload belongs to the tenant listing it.
+    accounts: tuple[str, ...] = ()
 
     @property
     def active_secrets(self) -> tuple[str, ...]:
@@ -656,7 +660,7 @@ def _credential(
     checks: Mapping[str, SettingsSection[Any]],
 ) -> Credential:
     where = f"{owner} credentials[{index}]"
-    known = {"vendor", "principal", "scheme", "tolerance_seconds", *_SECRET_SOURCES}
+    known = {"vendor", "principal", "scheme", "tolerance_seconds", "accounts", *_SECRET_SOURCES}
     unknown = set(table) - known
     if unknown:
         raise ConfigError(f"unknown setting(s) in {where}: {', '.join(sorted(unknown))}")
@@ -673,6 +677,9 @@ def _credential(
     tolerance = table.get("tolerance_seconds", 300.0)
     if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or tolerance <= 0:
         raise ConfigError(f"{where}.tolerance_seconds must be a positive number")
+    accounts = table.get("accounts", [])
+    if not isinstance(accounts, list) or not all(isinstance(a, str) and a for a in accounts):
+        raise ConfigError(f"{where}.accounts must be a list of non-empty strings")
     credential = Credential(
         vendor=vendor,
         secret=secrets[0],
@@ -680,6 +687,7 @@ def _credential(
         secrets=secrets,
         scheme=scheme,
         tolerance_seconds=float(tolerance),
+        accounts=tuple(accounts),
     )
     # What the vendor's own scheme needs of a credential (a key length, a principal): refused
     # at start-up rather than a 401 for every delivery.

@@ -12,7 +12,7 @@ may use Standard Webhooks instead of its vendor's own scheme (`standard_webhooks
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -47,15 +47,16 @@ class Authenticator:
         self._settings = settings or Settings()
         self._clock = clock
         self._webhooks = StandardWebhooks(tenants, clock)
-        self._verifiers: dict[str, Verifier] = {}
+        self._verifiers: dict[tuple[str, str], Verifier] = {}
 
     def prepare(self, vendors: Iterable[Vendor]) -> None:
         """Build the vendors' verifiers now, so that start-up fails, not the first request."""
         for vendor in vendors:
             self._verifier(vendor)
 
-    def authenticate(self, vendor: Vendor, presented: Credentials) -> str:
-        """The tenant owning the presented credential; raises Unauthorized otherwise."""
+    def authenticate(self, vendor: Vendor, presented: Credentials) -> str | Awaitable[str]:
+        """The tenant owning the presented credential; raises Unauthorized otherwise. An
+        awaitable when the vendor's scheme may have to fetch a key first (see Verifier)."""
         if self._webhooks.signed(vendor.name, presented.headers):
             return self._webhooks.verify(vendor.name, presented)
         return self._verifier(vendor).verify(presented)
@@ -80,9 +81,13 @@ class Authenticator:
             return None
         return self._verifier(vendor).head(headers, query, media_type)
 
+    def verifier(self, vendor: Vendor) -> Verifier:
+        """The verifier of `vendor`'s route (a vendor's feeds have their own), built once."""
+        return self._verifier(vendor)
+
     def _verifier(self, vendor: Vendor) -> Verifier:
         """The vendor's verifier, over every tenant's credentials of it in its own scheme."""
-        found = self._verifiers.get(vendor.name)
+        found = self._verifiers.get((vendor.name, vendor.path))
         if found is None:
             own = tuple(
                 (tenant.name, credential)
@@ -91,5 +96,5 @@ class Authenticator:
                 if credential.vendor == vendor.name and credential.scheme != STANDARD_WEBHOOKS
             )
             found = vendor.verifier(VerifierContext(own, self._settings, self._clock))
-            self._verifiers[vendor.name] = found
+            self._verifiers[(vendor.name, vendor.path)] = found
         return found

@@ -44,10 +44,14 @@ def registry() -> dict[str, Vendor]:
     for vendor in found:
         if vendor.name in vendors:
             raise ConfigError(f"two vendors are named {vendor.name!r}")
-        if vendor.path in paths:
-            raise ConfigError(f"vendors {paths[vendor.path]!r} and {vendor.name!r} share a route")
+        for route in vendor.ingest_routes:
+            if route.name != vendor.name:
+                raise ConfigError(f"a feed of {vendor.name!r} is named {route.name!r}")
+            if route.path in paths:
+                owner = paths[route.path]
+                raise ConfigError(f"vendors {owner!r} and {vendor.name!r} share a route")
+            paths[route.path] = vendor.name
         vendors[vendor.name] = vendor
-        paths[vendor.path] = vendor.name
     return vendors
 
 

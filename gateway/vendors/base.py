@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -144,8 +144,10 @@ class Verifier(Protocol):
         once the head has all it must have. Raises Unauthorized when the head already rules the
         request out: no body could make it valid."""
 
-    def verify(self, presented: Credentials) -> str:
-        """The tenant owning the presented credential; raises Unauthorized otherwise."""
+    def verify(self, presented: Credentials) -> str | Awaitable[str]:
+        """The tenant owning the presented credential; raises Unauthorized otherwise. A scheme
+        whose keys are fetched (a JWKS) answers an awaitable instead, so that waiting for a key
+        never blocks the event loop; the pipeline awaits it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,8 +257,10 @@ class Vendor:
     # What a body that could not be split keeps in the dead-letter topic: the body without the
     # credentials or bearer secrets it may carry (a token field, a signature, pre-signed URLs).
     redact_body: Callable[[Inbound], bytes] | None = None
-    # Content types of the POST body, for the OpenAPI description.
+    # Content types of the POST body, for the OpenAPI description, and its summary there
+    # ("" = "Ingest <name> events").
     media_types: tuple[str, ...] = ("application/json",)
+    summary: str = ""
     # Its documentation page: a path from the project's root (with an anchor if need be).
     doc: str = ""
     # Where its schema folder is; None: `schemas/<name>/` of this project. A third-party vendor
@@ -272,10 +276,31 @@ class Vendor:
     commands: Commands | None = None
     # A request the dev configuration takes, for `gateway dev` to show (see Example).
     example: Example | None = None
+    # Keys of its payloads whose values are personal data whatever object holds them (a login,
+    # an SIS id, an IP address, a user agent), beside the shared ones (gateway.privacy).
+    personal_keys: frozenset[str] = frozenset()
+    # Further ways the same sender delivers events, each on a route of its own with its own
+    # verifier, decoder, splitter, normalizer and replies: each is declared as a Vendor of the
+    # same `name` (its records, credentials, settings section and rate limits are this
+    # vendor's) and the registry serves them beside it. Their `settings`, `commands` and `feeds`
+    # are not read: this vendor's are.
+    feeds: tuple[Vendor, ...] = ()
+    # What `gateway dev` runs beside the gateway for the dev configuration to work (a local key
+    # server, say), entered before the gateway starts and left after it stopped.
+    dev_service: Callable[[Settings], AbstractContextManager[object]] | None = None
 
     def schema_ref(self, name: str) -> str:
-        """`<vendor>/<file>#/$defs/<name>`: how the schema set finds an entry point."""
+        """`<vendor>/<file>#/$defs/<name>`: how the schema set finds an entry point. A name that
+        is a whole reference already (`<vendor>/<file>#/$defs/<name>`: an item in another
+        format the vendor also speaks) is taken as it is."""
+        if "#" in name:
+            return name
         return f"{self.name}/{self.schema_file}#/$defs/{name}"
+
+    @property
+    def ingest_routes(self) -> tuple[Vendor, ...]:
+        """This vendor and its feeds: every route that ingests its events."""
+        return (self, *self.feeds)
 
 
 REDACTED: Final = "[redacted]"

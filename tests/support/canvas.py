@@ -1,17 +1,25 @@
-"""Canvas quiz submission events as Canvas sends them: fresh ids, stamped events, the
-quiz-submission-events routes (POST and the paginated log).
+"""Canvas as Canvas sends it: quiz submission events (fresh ids, stamped events, the
+quiz-submission-events routes, POST and the paginated log), and Live Events (the published
+examples of tests/fixtures/canvas/in/live-events/, see its SOURCES.md, signed as Canvas signs
+them with a key made here; their golden cases, `golden_requests`).
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import orjson
+from cryptography.hazmat.primitives.asymmetric import rsa
 
+from gateway.vendors.base import Inbound
+from gateway.vendors.canvas.live_events import PATH as LIVE_EVENTS_PATH
 from tests.support.gateway import TOKEN, Gateway
+from tests.support.golden import FIXTURES, GoldenRequest, Outcome
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 FORM = "application/x-www-form-urlencoded"
@@ -79,3 +87,53 @@ async def quiz_log(gateway: Gateway, sub: QuizSubmission) -> list[tuple[str, str
             found += [(e["id"], e["event_type"]) for e in response.json()["quiz_submission_events"]]
             url = response.links.get("next", {}).get("url")
     return found
+
+
+# --- Live Events ---------------------------------------------------------------------------------
+
+LIVE_EVENTS = FIXTURES / "canvas" / "in" / "live-events"
+
+
+def examples() -> list[tuple[str, dict[str, Any]]]:
+    """(name, payload) of every published example, both formats: `<format>-<file>-<n>`."""
+    found = []
+    for path in sorted(LIVE_EVENTS.glob("*/*.json")):
+        document = orjson.loads(path.read_bytes())
+        for index, example in enumerate(document["examples"]):
+            found.append((f"{path.parent.name}-{path.stem}-{index}", example["payload"]))
+    return found
+
+
+def new_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def sign(event: Any, key: rsa.RSAPrivateKey, kid: str, **claims: Any) -> str:
+    """The event as Canvas signs it: a compact JWT, RS256, `kid` in its header."""
+    return jwt.encode({**event, **claims}, key, algorithm="RS256", headers={"kid": kid})
+
+
+def _one_live_event(outcome: Outcome) -> None:
+    """A published Live Event is one Canvas record, never a dead letter."""
+    assert outcome["deadletters"] == []
+    assert [record["vendor"] for record in outcome["canonical"]] == ["canvas"]
+    assert outcome["canonical"][0]["data"]["vendor"]["name"] == "canvas"
+
+
+def golden_requests(path: Path, relative: Path) -> list[GoldenRequest] | None:
+    """A Live Events documentation file (live-events/<format>/<event>.json) holds several
+    published examples: each is posted, as an unsigned subscription sends it, to the Live Events
+    route (that signed ones give the same records is tests/unit/test_canvas_live_events.py's).
+    Other inputs follow the convention."""
+    if relative.parts[0] != "live-events" or path.suffix != ".json":
+        return None
+    document = orjson.loads(path.read_bytes())
+    return [
+        GoldenRequest(
+            relative.with_name(f"{relative.stem}-example-{index}.json"),
+            Inbound("POST", "application/json", orjson.dumps(example["payload"])),
+            expect=_one_live_event,
+            route=LIVE_EVENTS_PATH,
+        )
+        for index, example in enumerate(document["examples"])
+    ]

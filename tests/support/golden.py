@@ -14,8 +14,9 @@ How an input file becomes a request (files only: a new vendor needs no code):
 
 - `<name>.json` holding an object with `content_type` and `body` is a request description:
   `body` is sent as is when a string, as JSON otherwise; `path`, `query` and `headers` are
-  optional objects; `deadletters`, when present, lists the JSON pointers (`where`) of the items
-  that must be dead-lettered, in order.
+  optional objects; `route`, optional, is the path of the vendor's ingest route it is posted to
+  when not the vendor's own (one of its `feeds`); `deadletters`, when present, lists the JSON
+  pointers (`where`) of the items that must be dead-lettered, in order.
 - any other `<name>.json` is POSTed as it is, as `application/json`.
 - `<name>.form` is POSTed as it is, as `application/x-www-form-urlencoded`.
 - other files (SOURCE.md, NOTICE.md, licenses) are not requests.
@@ -68,13 +69,15 @@ class GoldenRequest:
 
     `items`: items that came in no request (an export file): they take the steps from
     validation on. `head`: fields the vendor's golden files hold before `canonical`. `expect`:
-    what must hold of the outcome besides being equal to the golden file."""
+    what must hold of the outcome besides being equal to the golden file. `route`: the path of
+    the vendor's ingest route it is posted to, when not the vendor's own (one of its feeds)."""
 
     golden: Path
     inbound: Inbound | None = None
     items: tuple[Item, ...] | None = None
     head: Callable[[Sequence[Item]], dict[str, Any]] | None = None
     expect: Callable[[Outcome], None] | None = None
+    route: str | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,7 @@ def default_requests(path: Path, relative: Path) -> list[GoldenRequest]:
         query=document.get("query", {}),
         path_params=document.get("path", {}),
     )
+    route = document.get("route")
     expect = None
     if "deadletters" in document:
         expected = document["deadletters"]
@@ -123,7 +127,7 @@ def default_requests(path: Path, relative: Path) -> list[GoldenRequest]:
         def expect(outcome: Outcome) -> None:
             assert [d["where"] for d in outcome["deadletters"]] == expected
 
-    return [GoldenRequest(golden, inbound, expect=expect)]
+    return [GoldenRequest(golden, inbound, expect=expect, route=route)]
 
 
 def vendor_requests(vendor: str) -> Callable[[Path, Path], list[GoldenRequest] | None] | None:
@@ -161,8 +165,10 @@ def cases(vendor: str, fixtures: Path = FIXTURES) -> list[Case]:
 
 
 def outcome(vendor: Vendor, case: Case, *, include_original: bool = False) -> Outcome:
-    """What the pipeline's pure steps make of the case's request."""
+    """What the pipeline's pure steps make of the case's request, on the route it names."""
     request = case.request
+    if request.route is not None:
+        (vendor,) = (route for route in vendor.ingest_routes if route.path == request.route)
     ctx = NormalizeContext("golden-tenant", vendor.name, case.received_at, "golden-request")
     if request.items is not None:
         items: Sequence[Item] = request.items

@@ -345,12 +345,22 @@ def import_rule_problems(source: str, module: str, *, is_package: bool = False) 
     return list(dict.fromkeys(problems))
 
 
+# The one declared dependency of a vendor on another: Canvas Live Events come in Caliper 1.1 too,
+# and those go through the Caliper normalizer and schemas exactly as if posted to /v1/caliper
+# (issue #19): one module, importing the Caliper package's public names only. Any other
+# vendor-to-vendor import is refused.
+VENDOR_TO_VENDOR: dict[str, tuple[str, ...]] = {
+    "gateway.vendors.canvas.live_events": ("gateway.vendors.caliper",),
+}
+
+
 def vendor_import_problems(source: str, module: str, *, is_package: bool = False) -> list[str]:
     """The imports of the gateway a vendor package's module may not have."""
     own = ".".join(module.split(".")[:3])  # gateway.vendors.<name>
+    allowed = VENDOR_TO_VENDOR.get(module, ())
     problems = []
     for line, name in imported_names(source, module, is_package):
-        if not is_under(name, ("gateway",)) or is_under(name, (own, *VENDOR_MAY_IMPORT)):
+        if not is_under(name, ("gateway",)) or is_under(name, (own, *VENDOR_MAY_IMPORT, *allowed)):
             continue
         problems.append(f"line {line} imports {name}, which no vendor's contract gives it")
     return problems
@@ -490,3 +500,15 @@ def test_the_test_module_check_fails_on_an_import_of_another_test_module(
 def test_the_test_module_check_allows_the_support_package() -> None:
     source = "from tests.support.gateway import TOKEN\nfrom tests.support import golden\n"
     assert not cross_test_imports(source, "tests.integration.test_example")
+
+
+def test_the_one_vendor_to_vendor_allowance_is_used_and_no_other_module_has_it() -> None:
+    source = (VENDORS / "canvas" / "live_events.py").read_text(encoding="utf-8")
+    module = "gateway.vendors.canvas.live_events"
+    used = {name for _, name in imported_names(source, module)}
+    assert any(name.startswith("gateway.vendors.caliper") for name in used)
+    # The same import anywhere else in the Canvas package is refused.
+    elsewhere = vendor_import_problems(
+        "from gateway.vendors.caliper import normalize\n", "gateway.vendors.canvas.normalize"
+    )
+    assert elsewhere

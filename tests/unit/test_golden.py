@@ -41,20 +41,20 @@ def test_every_golden_file_has_its_request_and_every_vendor_has_cases(vendor: st
 def test_a_new_folder_of_fixtures_is_new_cases_by_adding_files_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What adding fixtures is (a vendor's first, or a folder like canvas/in/live-events/):
+    """What adding fixtures is (a vendor's first, or a new folder of one):
     files in in/ and golden/, no code; the driver finds the case, and a wrong golden file
     fails it."""
     monkeypatch.delenv("UPDATE_GOLDEN", raising=False)
     canvas = FIXTURES / "canvas"
     for part in ("in", "golden"):
-        (tmp_path / "canvas" / part / "live-events").mkdir(parents=True)
+        (tmp_path / "canvas" / part / "more").mkdir(parents=True)
         shutil.copy(
             canvas / part / "browser-json-batch.json",
-            tmp_path / "canvas" / part / "live-events" / "sent.json",
+            tmp_path / "canvas" / part / "more" / "sent.json",
         )
     shutil.copy(canvas / "golden.toml", tmp_path / "canvas" / "golden.toml")
     (case,) = cases("canvas", fixtures=tmp_path)
-    assert case.golden == tmp_path / "canvas" / "golden" / "live-events" / "sent.json"
+    assert case.golden == tmp_path / "canvas" / "golden" / "more" / "sent.json"
     check_golden(outcome(VENDORS["canvas"], case), case.golden)
 
     wrong = orjson.loads(case.golden.read_bytes())
