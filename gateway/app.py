@@ -142,15 +142,19 @@ def create_app(
             methods=["GET"],
         ),
     ]
-    routes = [
-        Route(vendor.path, _ingest(pipeline.ingest_route(vendor)), methods=["POST"])
-        for vendor in vendors.values()
-    ]
+    # A component's routes come first: a component may serve its vendor's own POST route when
+    # the answer depends on the request (ids it assigned, a conflict with what it accepted),
+    # which the vendor's static `success` cannot say.
+    routes: list[Route] = []
     extras = [extra for component in components for extra in component.routes()]
     extras += [_describe(vendor, settings) for vendor in vendors.values() if vendor.describe]
     for extra in extras:
         endpoint = _extra(pipeline.extra_route(vendors[extra.vendor], extra))
         routes.append(Route(extra.path, endpoint, methods=[extra.method]))
+    routes += [
+        Route(vendor.path, _ingest(pipeline.ingest_route(vendor)), methods=["POST"])
+        for vendor in vendors.values()
+    ]
     # The router's own answers (no route for the path, or not for the method), on either port.
     unrouted: dict[Any, ExceptionHandler] = dict.fromkeys((404, 405), _unrouted(pipeline))
     if not admin_port:  # one port for everything, as before the admin port existed

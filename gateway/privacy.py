@@ -62,6 +62,7 @@ PERSONAL_KEYS: Final = frozenset(
         "sortablename",
         "username",
         "loginid",
+        "mbox",  # a mailto: address (the Experience API's agents)
     }
 )
 # `type` values (JSON-LD terms or last IRI segments, lower case) of objects that are persons:
