@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GATEWAY = ROOT / "gateway"
 VENDORS = GATEWAY / "vendors"
 REGISTRY = VENDORS / "__init__.py"
-BUILT_IN_NAMES = frozenset({"caliper", "canvas", "inspera", "pearson"})
+BUILT_IN_NAMES = frozenset({"caliper", "canvas", "inspera", "pearson", "xapi"})
 FORBIDDEN_IN_VENDORS = (
     "starlette",
     "uvicorn",

@@ -145,7 +145,7 @@ class Lrs:
 
     async def about(self, inbound: Inbound, tenant: str) -> Reply:
         """The xAPI versions this LRS speaks (the about resource)."""
-        body = orjson.dumps({"version": list(xapi.SUPPORTED_VERSIONS), "extensions": {}})
+        body = orjson.dumps({"version": list(xapi.ABOUT_VERSIONS), "extensions": {}})
         return Reply(200, body, "application/json", _VERSION_HEADERS)
 
     async def _take(self, inbound: Inbound, tenant: str) -> list[str] | Reply:

@@ -3,8 +3,8 @@ the pure mapping onto canonical records. See docs/vendors/xapi.md for the table.
 
 An xAPI batch is atomic: one statement the spec refuses refuses the whole request (`decode`
 raises MalformedPayload with a JSON pointer per problem), unlike a Caliper envelope. A statement
-without an `id` gets one here (as an LRS assigns it; derived from its content), so the items the pipeline
-sees, and the ids the sender is answered with, are the same.
+without an `id` gets one here (as an LRS assigns it; derived from its content), so the items
+the pipeline sees, and the ids the sender is answered with, are the same.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ STATEMENT_SCHEMA: Final = "statement"
 VERSION_HEADER: Final = "x-experience-api-version"
 VERSION: Final = "1.0.3"  # what the gateway answers in X-Experience-API-Version
 SUPPORTED_VERSIONS: Final = ("1.0.3", "1.0.2", "1.0.1", "1.0.0", "2.0.0")
+# What the about resource lists: 1.0.x only. 2.0.0 requests are taken, but 1.0.x clients
+# (TinCanPython's About) refuse an about that lists a version they do not know.
+ABOUT_VERSIONS: Final = SUPPORTED_VERSIONS[:4]
 WWW_AUTHENTICATE: Final = 'Basic realm="xapi", Bearer'
 JSON: Final = "application/json"
 # The namespace of the ids assigned to statements sent without one; fixed forever.
