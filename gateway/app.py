@@ -373,9 +373,8 @@ def openapi_document(
                 "tags": [extra.vendor],
                 "parameters": _path_parameters(extra.path),
                 "responses": {
-                    "200": {"description": "ok"},
-                    "401": {"description": "missing or invalid credentials"},
-                    "404": {"description": "unknown resource"},
+                    status: {"description": meaning}
+                    for status, meaning in (extra.responses or _EXTRA_RESPONSES).items()
                 },
             }
     for path, summary in (
@@ -395,6 +394,13 @@ def openapi_document(
     if settings is not None and settings.server.public_url:
         document["servers"] = [{"url": settings.server.public_url}]
     return document
+
+
+_EXTRA_RESPONSES: Final = {
+    "200": "ok",
+    "401": "missing or invalid credentials",
+    "404": "unknown resource",
+}
 
 
 def _path_parameters(path: str) -> list[dict[str, Any]]:

@@ -178,6 +178,9 @@ class ExtraRoute:
     path: str
     method: str
     handler: Callable[[Inbound, str], Awaitable[Reply]]
+    # Its answers for the OpenAPI description (status code -> what it means); empty: 200, 401
+    # and 404, what a read model answers.
+    responses: Mapping[str, str] = field(default_factory=dict)
 
 
 class Component(Protocol):

@@ -203,3 +203,12 @@ async def test_every_recorded_emitter_over_http(client: httpx.AsyncClient, path:
         assert answer.status_code == 200
         ids = [r["data"]["vendor"]["event_id"] for r in golden["canonical"]]
         assert answer.json() == ids
+
+
+async def test_the_openapi_document_describes_the_lrs_routes(admin: httpx.AsyncClient) -> None:
+    paths = (await admin.get("/openapi.json")).json()["paths"]
+    statements, about = paths["/xapi/statements"], paths["/xapi/about"]
+    assert {"200", "400", "401", "409"} <= set(statements["post"]["responses"])
+    assert {"204", "400", "409"} <= set(statements["put"]["responses"])
+    assert "ids" in statements["post"]["responses"]["200"]["description"]
+    assert "200" in about["get"]["responses"]

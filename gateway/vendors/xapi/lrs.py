@@ -13,12 +13,14 @@ retry after a 503 is never taken for a conflict.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, TypeVar
 
 import orjson
 
@@ -30,6 +32,8 @@ from gateway.sqlite_store import SqliteStore
 from gateway.vendors.base import ExtraRoute, Inbound, Item, Reply, Vendor
 from gateway.vendors.xapi import normalize as xapi
 
+T = TypeVar("T")
+
 FILE_NAME: Final = "xapi-statements.sqlite3"
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS statements (
@@ -40,6 +44,16 @@ CREATE TABLE IF NOT EXISTS statements (
 );
 """
 _VERSION_HEADERS: Final = {"x-experience-api-version": xapi.VERSION}
+# What the statements routes answer besides success (every answer with X-Experience-API-Version).
+_ERRORS: Final = {
+    "400": "a statement the spec refuses (the whole batch), a wrong X-Experience-API-Version, "
+    "or attachments as multipart parts",
+    "401": "missing or invalid credentials (HTTP Basic key and secret, or bearer)",
+    "409": "a statement id already stored with another statement",
+    "413": "body over the size limit",
+    "415": "not application/json",
+    "503": "Kafka unavailable; retry after Retry-After",
+}
 
 
 class StatementIds(SqliteStore):
@@ -55,6 +69,10 @@ class StatementIds(SqliteStore):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
+        # No fsync per request: a power loss may forget the last ids, so that a statement re-sent
+        # with other content right then is published instead of refused; the records in Kafka,
+        # not this table, are what the gateway promises to keep.
+        db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")  # workers of one host share the file
         db.executescript(_SCHEMA)
         self._db = db
@@ -109,21 +127,37 @@ class Lrs:
         self._vendor = vendor
         self._store = StatementIds(Path(settings.server.state_dir) / FILE_NAME)
         self._schema = pipeline.schemas.get(vendor.schema_ref(xapi.STATEMENT_SCHEMA))
+        # The store's one connection, used from one thread: off the event loop, in order.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xapi-statements")
 
     async def start(self) -> None:
         """Open the statement store."""
-        self._store.open()
+        await self._run(self._store.open)
 
     async def stop(self) -> None:
         """Close the statement store."""
-        self._store.close()
+        await self._run(self._store.close)
+        self._thread.shutdown()
+
+    async def _run(self, call: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call, *args)
 
     def routes(self) -> Sequence[ExtraRoute]:
         """POST and PUT statements, GET about."""
+        post = {"200": "stored and acknowledged by Kafka: the JSON array of the statement ids"}
+        put = {"204": "stored and acknowledged by Kafka"}
         return (
-            ExtraRoute(xapi.NAME, xapi.STATEMENTS_PATH, "POST", self.post_statements),
-            ExtraRoute(xapi.NAME, xapi.STATEMENTS_PATH, "PUT", self.put_statement),
-            ExtraRoute(xapi.NAME, xapi.ABOUT_PATH, "GET", self.about),
+            ExtraRoute(
+                xapi.NAME, xapi.STATEMENTS_PATH, "POST", self.post_statements, post | _ERRORS
+            ),
+            ExtraRoute(xapi.NAME, xapi.STATEMENTS_PATH, "PUT", self.put_statement, put | _ERRORS),
+            ExtraRoute(
+                xapi.NAME,
+                xapi.ABOUT_PATH,
+                "GET",
+                self.about,
+                {"200": "the versions", "401": _ERRORS["401"]},
+            ),
         )
 
     async def accepted(self, tenant: str, items: Sequence[Item], request_id: str) -> None:
@@ -167,7 +201,7 @@ class Lrs:
             for item in items
             if item.identity is not None
         ]
-        claimed, conflicts = self._store.claim(tenant, pairs)
+        claimed, conflicts = await self._run(self._store.claim, tenant, pairs)
         if conflicts:
             return conflict(conflicts)
         ctx = NormalizeContext(
@@ -176,7 +210,7 @@ class Lrs:
         try:
             await self._pipeline.publish_items(self._vendor, items, ctx, Tally())
         except BaseException:
-            self._store.release(tenant, claimed)
+            await asyncio.shield(self._run(self._store.release, tenant, claimed))
             raise
         return [statement["id"] for statement in statements]
 
