@@ -7,7 +7,9 @@ TinCanPython 1.0.0 runs on Python 3.11 as published: no shim is needed.
 from __future__ import annotations
 
 import base64
+import re
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ import pytest
 from tincan import Activity, Agent, RemoteLRS, Result, Score, Statement, Verb
 
 from gateway.schemas import SchemaSet
-from tests.integration.conftest import Gateway, KafkaRecord, TopicReader
+from tests.integration.conftest import Gateway, KafkaRecord, TopicReader, running_gateway
 
 STATEMENTS = "/xapi/statements"
 BASIC = "Basic " + base64.b64encode(b"dev-xapi:dev-xapi-secret").decode()
@@ -212,3 +214,55 @@ async def test_the_openapi_document_describes_the_lrs_routes(admin: httpx.AsyncC
     assert {"204", "400", "409"} <= set(statements["put"]["responses"])
     assert "ids" in statements["post"]["responses"]["200"]["description"]
     assert "200" in about["get"]["responses"]
+
+
+def counted(metrics: str, name: str, **labels: str) -> float:
+    """The value of one sample of the Prometheus text `metrics` (0 when absent)."""
+    for line in metrics.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_statements_requests_are_measured_and_logged_as_ingest_requests(
+    client: httpx.AsyncClient, admin: httpx.AsyncClient, gateway: Gateway
+) -> None:
+    before = (await admin.get("/metrics")).text
+    body = [{**good(), "id": str(uuid.uuid4())} for _ in range(3)]
+    answer = await client.post(STATEMENTS, json=body, headers=HEADERS)
+    assert answer.status_code == 200
+    after = (await admin.get("/metrics")).text
+    published = {"vendor": "xapi", "outcome": "published"}
+    assert (
+        counted(after, "gateway_events_total", **published)
+        - counted(before, "gateway_events_total", **published)
+        == 3
+    )
+    assert counted(after, "gateway_requests_total", vendor="xapi", status="200") > counted(
+        before, "gateway_requests_total", vendor="xapi", status="200"
+    )
+    request_id = answer.headers["x-request-id"]
+    (line,) = [line for line in gateway.log_lines() if line.get("request_id") == request_id]
+    assert line["route"] == STATEMENTS
+    assert line["accepted"] == 3
+
+
+@pytest.fixture(scope="module")
+def limited(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    env = {
+        "GATEWAY_RATE_LIMIT_ENABLED": "true",
+        "GATEWAY_RATE_LIMIT_RATE_PER_SECOND": "0.001",
+        "GATEWAY_RATE_LIMIT_BURST": "2",
+    }
+    yield from running_gateway(broker, tmp_path_factory.mktemp("xapi-limited"), env)
+
+
+async def test_the_tenants_rate_limit_applies_to_statements(limited: Gateway) -> None:
+    async with httpx.AsyncClient(base_url=limited.url, timeout=30) as http:
+        answers = [
+            await http.post(STATEMENTS, json={**good(), "id": str(uuid.uuid4())}, headers=HEADERS)
+            for _ in range(3)
+        ]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert re.fullmatch(r"\d+", answers[2].headers["retry-after"])
+    assert answers[2].headers["x-experience-api-version"] == "1.0.3"

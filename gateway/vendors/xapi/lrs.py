@@ -26,7 +26,7 @@ import orjson
 
 from gateway.canonical import NormalizeContext
 from gateway.errors import MalformedPayload
-from gateway.pipeline import Pipeline, Tally
+from gateway.pipeline import Pipeline
 from gateway.settings import Settings
 from gateway.sqlite_store import SqliteStore
 from gateway.vendors.base import ExtraRoute, Inbound, Item, Reply, Vendor
@@ -52,7 +52,8 @@ _ERRORS: Final = {
     "409": "a statement id already stored with another statement",
     "413": "body over the size limit",
     "415": "not application/json",
-    "503": "Kafka unavailable; retry after Retry-After",
+    "429": "over the tenant's rate limit; retry after Retry-After",
+    "503": "Kafka unavailable, or the gateway at its requests in flight; retry after Retry-After",
 }
 
 
@@ -148,9 +149,21 @@ class Lrs:
         put = {"204": "stored and acknowledged by Kafka"}
         return (
             ExtraRoute(
-                xapi.NAME, xapi.STATEMENTS_PATH, "POST", self.post_statements, post | _ERRORS
+                xapi.NAME,
+                xapi.STATEMENTS_PATH,
+                "POST",
+                self.post_statements,
+                post | _ERRORS,
+                ingests=True,
             ),
-            ExtraRoute(xapi.NAME, xapi.STATEMENTS_PATH, "PUT", self.put_statement, put | _ERRORS),
+            ExtraRoute(
+                xapi.NAME,
+                xapi.STATEMENTS_PATH,
+                "PUT",
+                self.put_statement,
+                put | _ERRORS,
+                ingests=True,
+            ),
             ExtraRoute(
                 xapi.NAME,
                 xapi.ABOUT_PATH,
@@ -208,7 +221,8 @@ class Lrs:
             tenant, xapi.NAME, datetime.now(UTC), inbound.headers.get("x-request-id")
         )
         try:
-            await self._pipeline.publish_items(self._vendor, items, ctx, Tally())
+            tally = self._pipeline.request_tally()  # the request's log line and metrics
+            await self._pipeline.publish_items(self._vendor, items, ctx, tally)
         except BaseException:
             await asyncio.shield(self._run(self._store.release, tenant, claimed))
             raise
