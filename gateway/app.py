@@ -143,15 +143,19 @@ def create_app(
             methods=["GET"],
         ),
     ]
-    routes = [
-        Route(vendor.path, _ingest(pipeline.ingest_route(vendor)), methods=["POST"])
-        for vendor in ingest
-    ]
+    # A component's routes come first: a component may serve its vendor's own POST route when
+    # the answer depends on the request (ids it assigned, a conflict with what it accepted),
+    # which the vendor's static `success` cannot say.
+    routes: list[Route] = []
     extras = [extra for component in components for extra in component.routes()]
     extras += [_describe(vendor, settings) for vendor in vendors.values() if vendor.describe]
     for extra in extras:
         endpoint = _extra(pipeline.extra_route(vendors[extra.vendor], extra))
         routes.append(Route(extra.path, endpoint, methods=[extra.method]))
+    routes += [
+        Route(vendor.path, _ingest(pipeline.ingest_route(vendor)), methods=["POST"])
+        for vendor in ingest
+    ]
     # The router's own answers (no route for the path, or not for the method), on either port.
     unrouted: dict[Any, ExceptionHandler] = dict.fromkeys((404, 405), _unrouted(pipeline))
     if not admin_port:  # one port for everything, as before the admin port existed
@@ -370,9 +374,8 @@ def openapi_document(
                 "tags": [extra.vendor],
                 "parameters": _path_parameters(extra.path),
                 "responses": {
-                    "200": {"description": "ok"},
-                    "401": {"description": "missing or invalid credentials"},
-                    "404": {"description": "unknown resource"},
+                    status: {"description": meaning}
+                    for status, meaning in (extra.responses or _EXTRA_RESPONSES).items()
                 },
             }
     for path, summary in (
@@ -392,6 +395,13 @@ def openapi_document(
     if settings is not None and settings.server.public_url:
         document["servers"] = [{"url": settings.server.public_url}]
     return document
+
+
+_EXTRA_RESPONSES: Final = {
+    "200": "ok",
+    "401": "missing or invalid credentials",
+    "404": "unknown resource",
+}
 
 
 def _path_parameters(path: str) -> list[dict[str, Any]]:

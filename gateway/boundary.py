@@ -93,8 +93,10 @@ class Boundary:
         error: str | None,
         tally: Tally,
         started: float,
+        route: str | None = None,
     ) -> None:
-        """The log line and metrics of a request to a vendor's route."""
+        """The log line and metrics of a request to a vendor's route (`route`: an extra route
+        of the vendor that takes events, when not its ingest route)."""
         elapsed = time.perf_counter() - started
         metrics = self.metrics
         if metrics is not None:
@@ -113,7 +115,7 @@ class Boundary:
             "request",
             request_id=request_id,
             method=method,
-            route=vendor.path,
+            route=route or vendor.path,
             vendor=vendor.name,
             tenant=tenant,
             status=status,

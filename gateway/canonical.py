@@ -52,6 +52,7 @@ class EventType:
     PROCTORING_FLAGGED: Final = "edu.proctoring.flagged"
     ACTIVITY: Final = "edu.activity.generic"
     ENTITY_DESCRIBED: Final = "edu.entity.described"
+    EVENT_VOIDED: Final = "edu.event.voided"
 
     ALL: Final = (
         ATTEMPT_STARTED,
@@ -73,6 +74,7 @@ class EventType:
         PROCTORING_FLAGGED,
         ACTIVITY,
         ENTITY_DESCRIBED,
+        EVENT_VOIDED,
     )
 
 

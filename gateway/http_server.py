@@ -396,8 +396,14 @@ def listen(host: str, port: int, admin_port: int) -> list[socket.socket]:
 
 
 def _bind(host: str, port: int, setting: str) -> socket.socket:
-    """A socket bound as uvicorn binds its own (`Config.bind_socket`), inheritable by workers."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    """A socket bound as uvicorn binds its own (`Config.bind_socket`), inheritable by workers.
+
+    Its protocol is named (IPPROTO_TCP, not 0): the connections it accepts inherit it, and
+    asyncio turns Nagle's algorithm off (TCP_NODELAY) only on sockets that say they are TCP.
+    With it on, an answer written as head then body waited for the client's delayed ACK (40 ms
+    on Linux) before its body left."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

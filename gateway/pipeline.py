@@ -21,6 +21,7 @@ import base64
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -93,6 +94,10 @@ class Tally:
     deadlettered: int = 0
     duplicates: int = 0  # events published already (within the dedupe window) or twice in one go
     spooled: int = 0  # records kept in the local spool (Kafka did not acknowledge in time)
+
+
+# The tally of the ingesting extra route being served (see `Pipeline.request_tally`).
+_REQUEST_TALLY: ContextVar[Tally | None] = ContextVar("request_tally", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,31 +374,58 @@ class Pipeline:
         self, vendor: Vendor, route: ExtraRoute, head: Head, body: BodyReader
     ) -> Reply:
         """One request to an extra route of `vendor` (a read model, its configuration):
-        admitted, read and authenticated as its ingest route's requests are (without the
-        tenant's rate limit and the slots in flight, which are for ingesting), then answered by
-        the route's handler."""
+        admitted, read and authenticated as its ingest route's requests are, then answered by
+        the route's handler. A route that `ingests` also takes the tenant's rate limit and a
+        slot in flight, and is logged and measured as an ingest request."""
         started = time.perf_counter()
         tenant: str | None = None
         error: GatewayError | None = None
         taken = False
+        tally = Tally()
+        counting = _REQUEST_TALLY.set(tally if route.ingests else None)
         try:
             media, tenant = self._admit(vendor, head)
+            inbound = None
             if tenant is None:
                 self._unverified.take(head.client)
                 try:
                     inbound, tenant = await self._read(vendor, head, body, media, None)
                 finally:
                     self._unverified.release(head.client)
+            if route.ingests:
+                self._limiter.take(tenant, vendor.name)
+                with self._in_flight:
+                    if inbound is None:
+                        inbound, tenant = await self._read(vendor, head, body, media, tenant)
+                    taken = True
+                    reply = await route.handler(inbound, tenant)
             else:
-                inbound, tenant = await self._read(vendor, head, body, media, tenant)
-            taken = True
-            reply = await route.handler(inbound, tenant)
+                if inbound is None:
+                    inbound, tenant = await self._read(vendor, head, body, media, tenant)
+                taken = True
+                reply = await route.handler(inbound, tenant)
         except GatewayError as refused:
             error = refused
         except Exception:
             error = self._boundary.failed(vendor, head.request_id)
+        finally:
+            _REQUEST_TALLY.reset(counting)
         if error is not None:
             reply = self._refused(vendor, head, error, taken)
+        code = None if error is None else error.code
+        if route.ingests:
+            self._boundary.ingested(
+                vendor,
+                request_id=head.request_id,
+                method=head.method,
+                tenant=tenant,
+                status=reply.status,
+                error=code,
+                tally=tally,
+                started=started,
+                route=route.path,
+            )
+            return reply
         self._boundary.answered(
             request_id=head.request_id,
             method=head.method,
@@ -401,10 +433,16 @@ class Pipeline:
             vendor=vendor.name,
             tenant=tenant,
             status=reply.status,
-            error=None if error is None else error.code,
+            error=code,
             started=started,
         )
         return reply
+
+    @staticmethod
+    def request_tally() -> Tally:
+        """The tally of the ingesting extra route being served, for its handler to publish
+        with (its log line and metrics then count the events); a new one anywhere else."""
+        return _REQUEST_TALLY.get() or Tally()
 
     def unrouted(
         self, method: str, request_id: str, error: GatewayError, route: str | None

@@ -24,6 +24,7 @@ BUILT_IN: Final = (
     "gateway.vendors.canvas",
     "gateway.vendors.inspera",
     "gateway.vendors.pearson",
+    "gateway.vendors.xapi",
 )
 
 

@@ -180,6 +180,14 @@ class ExtraRoute:
     path: str
     method: str
     handler: Callable[[Inbound, str], Awaitable[Reply]]
+    # Its answers for the OpenAPI description (status code -> what it means); empty: 200, 401
+    # and 404, what a read model answers.
+    responses: Mapping[str, str] = field(default_factory=dict)
+    # True for a route that takes events (its handler publishes them with
+    # `Pipeline.publish_items`, counting them in `Pipeline.request_tally()`): it is admitted as
+    # the ingest route is (the tenant's rate limit, a slot in flight) and logged and measured
+    # as an ingest request, with what its events came to.
+    ingests: bool = False
 
 
 class Component(Protocol):

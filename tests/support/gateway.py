@@ -52,6 +52,7 @@ SECRETS_IN_TESTS = (
     b"dev-token",
     b"dev-pearson-key!",
     b"dev-inspera-secret",
+    b"dev-xapi-secret",
     b"X-Amz-Signature",
     b"X-Amz-Credential",
 )

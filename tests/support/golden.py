@@ -30,8 +30,9 @@ for the convention above. An input that makes several requests has one golden fi
 The outcome is computed by the pipeline's own pure steps, `gateway.pipeline.split_request` and
 `normalize_items` (decode, envelope schema, split, validate, normalize, stamp), with a fixed
 tenant (`golden-tenant`), request id (`golden-request`) and receive time: `{"canonical": [...],
-"deadletters": [...]}`. After an intended change, regenerate with `UPDATE_GOLDEN=1` and review
-the diff before committing it.
+"deadletters": [...]}`, with `"refused": {status, code, message, errors}` beside them when the
+vendor refuses the request as a whole (an xAPI batch the spec makes a 400). After an intended
+change, regenerate with `UPDATE_GOLDEN=1` and review the diff before committing it.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from typing import Any, Final
 import orjson
 
 from gateway.canonical import NormalizeContext
-from gateway.errors import Rejection
+from gateway.errors import GatewayError, Rejection
 from gateway.pipeline import normalize_items, split_request
 from gateway.vendors.base import Inbound, Item, Vendor
 from tests.support.schemas import CANONICAL, SCHEMAS
@@ -174,7 +175,10 @@ def outcome(vendor: Vendor, case: Case, *, include_original: bool = False) -> Ou
         items: Sequence[Item] = request.items
     else:
         assert request.inbound is not None, "a golden request is an Inbound or items"
-        items = split_request(vendor, request.inbound, SCHEMAS)
+        try:
+            items = split_request(vendor, request.inbound, SCHEMAS)
+        except GatewayError as error:  # the whole request is refused: what the sender is told
+            return {"canonical": [], "deadletters": [], "refused": _refused(error)}
     normalized = normalize_items(vendor, items, ctx, SCHEMAS, include_original=include_original)
     result: Outcome = dict(request.head(items)) if request.head else {}
     result["canonical"] = normalized.canonical
@@ -183,6 +187,13 @@ def outcome(vendor: Vendor, case: Case, *, include_original: bool = False) -> Ou
         for item, rejection in normalized.rejected
     ]
     return result
+
+
+def _refused(error: GatewayError) -> dict[str, Any]:
+    """A refused request as the golden files hold it: the answer's status, code, words and the
+    pointers of what is wrong."""
+    errors = [{"path": e.path, "message": e.message} for e in error.errors]
+    return {"status": error.status, "code": error.code, "message": error.message, "errors": errors}
 
 
 def _dead_letter_field(name: str, item: Item, rejection: Rejection) -> Any:

@@ -67,7 +67,17 @@ def seeds() -> dict[str, list[tuple[str, Any]]]:
         (FORM, orjson.loads(path.read_bytes())["fields"])
         for path in sorted((FIXTURES / "pearson" / "in").glob("*.json"))
     ]
-    return {"caliper": caliper, "canvas": canvas, "inspera": inspera, "pearson": pearson}
+    xapi = [
+        (JSON, orjson.loads(path.read_bytes()))
+        for path in sorted((FIXTURES / "xapi" / "in").glob("*.json"))
+    ]
+    return {
+        "caliper": caliper,
+        "canvas": canvas,
+        "inspera": inspera,
+        "pearson": pearson,
+        "xapi": xapi,
+    }
 
 
 SEEDS = seeds()
