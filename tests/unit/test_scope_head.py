@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Any
 
@@ -83,3 +84,19 @@ def test_a_request_without_a_usable_id_gets_a_random_uuid4() -> None:
             assert parsed.variant == uuid.RFC_4122
             assert parsed.hex == request_id
     assert _request_id({"x-request-id": "abc-123"}) == "abc-123"
+
+
+def test_request_ids_are_not_shared_with_a_forked_process() -> None:
+    _request_id({})  # the pool holds bytes now
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: its next id, to the parent
+        os.write(writer, _request_id({}).encode())
+        os._exit(0)
+    os.close(writer)
+    os.waitpid(child, 0)
+    theirs = os.read(reader, 64).decode()
+    os.close(reader)
+    ours = _request_id({})
+    assert len(theirs) == len(ours) == 32
+    assert theirs != ours
