@@ -143,6 +143,8 @@ def _method(cls: type, name: str, label: str) -> None:
 
 def install() -> None:
     """Wrap the steps (before the app is built: it binds some of them at start-up)."""
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle  # noqa: PLC0415
+
     from gateway import app, boundary, canonical, limits, pipeline, privacy  # noqa: PLC0415
     from gateway.admission import BodyDeadlines  # noqa: PLC0415
     from gateway.auth import Authenticator  # noqa: PLC0415
@@ -159,11 +161,15 @@ def install() -> None:
         (canonical.content_digest, "digest the events"),
         (canonical.to_record, "stamp the canonical records"),
         (app._head, "translate the head (Starlette request, request id)"),
+        (app._scope_head, "translate the head (from the scope, request id)"),
         (app._response, "the answer (Starlette response)"),
         (limits.check_head, "admission: the head's framing"),
     ):
         _replace_everywhere(function, timed(label, function))
     _method(GatewayHttpProtocol, "data_received", "HTTP: read, parse, start the request's task")
+    _method(RequestResponseCycle, "send", "HTTP: write the answer (uvicorn)")
+    _method(pipeline.Pipeline, "_take", "the pipeline's own steps (admission .. reply)")
+    _method(app._IngestRoutes, "__call__", "the ingest routes' dispatch")
     _method(RateLimiter, "check_client", "admission: rate limits")
     _method(RateLimiter, "take", "admission: rate limits")
     _method(Authenticator, "authenticate_head", "authentication (bearer)")
@@ -204,7 +210,7 @@ def _task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> 
     (Starlette's middleware and router, uvicorn's answer, the pipeline's glue) is its own."""
     name = getattr(getattr(coro, "cr_code", None), "co_qualname", "a task")
     label = (
-        "request task: Starlette middleware and router, uvicorn's answer, the pipeline's glue"
+        "request task: Starlette's middleware (and router), uvicorn's request cycle"
         if name == "RequestResponseCycle.run_asgi"
         else f"other tasks ({name})"
     )
