@@ -491,7 +491,7 @@ def main() -> int:
         ("floor", 1, caliper),
         ("gateway", 1, caliper),
         ("gateway", 1, payloads.canvas()),
-        ("gateway", 1, payloads.pearson(60_000)),
+        ("gateway", 1, payloads.pearson(150_000)),
         ("ceiling", args.workers, caliper),
         ("gateway", args.workers, caliper),
     ]
