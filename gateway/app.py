@@ -69,6 +69,8 @@ _REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # RFC 4122's version 4 and variant bits, as `uuid.UUID(..., version=4)` sets them.
 _UUID_CLEAR: Final = ~((0xC000 << 48) | (0xF000 << 64))
 _UUID4_SET: Final = (0x8000 << 48) | (4 << 76)
+# Stands for a request id in the answers made ahead (`_Answers`).
+_PLACEHOLDER: Final = "request-id"
 # The query parameters of a request without any: one immutable, empty mapping for all of them.
 _NO_QUERY: Final = QueryParams(b"")
 
@@ -161,7 +163,8 @@ def create_app(
     # The router's own answers (no route for the path, or not for the method), on either port.
     unrouted: dict[Any, ExceptionHandler] = dict.fromkeys((404, 405), _unrouted(pipeline))
     # The vendors' ingest routes are found before Starlette's router (see _IngestRoutes).
-    dispatch = Middleware(_IngestRoutes, routes=ingest)
+    successes = [vendor.success for vendor in vendors.values()]
+    dispatch = Middleware(_IngestRoutes, routes=ingest, replies=successes)
     if not admin_port:  # one port for everything, as before the admin port existed
         return Starlette(
             routes=operational + routes,
@@ -213,11 +216,14 @@ class _IngestRoutes:
     is the router's choice too. A `root_path` (an app mounted under a prefix) goes to the
     router, which knows how to strip it."""
 
-    def __init__(self, app: ASGIApp, *, routes: Sequence[tuple[Route, Take]]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, routes: Sequence[tuple[Route, Take]], replies: Sequence[Reply]
+    ) -> None:
         self.app = app
         self.routes = tuple(routes)
         self.exact = {route.path: take for route, take in routes if "{" not in route.path}
         self.exact_only = len(self.exact) == len(self.routes)
+        self.answers = _Answers(replies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
@@ -232,9 +238,35 @@ class _IngestRoutes:
             if take is not None:
                 head = _scope_head(scope)
                 reply = await take(head, _body(receive))
-                await _response(reply, head.request_id)(scope, receive, send)
+                await self.answers.send(reply, head.request_id, send)
                 return
         await self.app(scope, receive, send)
+
+
+class _Answers:
+    """Sends a reply as `_response` makes it: for the replies given (the vendors' successes,
+    the answer to almost every request), the messages are made once, with only the request id
+    to fill in; any other reply is made by Starlette's Response each time."""
+
+    def __init__(self, replies: Sequence[Reply]) -> None:
+        self._made: dict[int, tuple[Reply, list[tuple[bytes, bytes]], int]] = {}
+        for reply in replies:
+            headers = _response(reply, _PLACEHOLDER).raw_headers
+            at = headers.index((b"x-request-id", _PLACEHOLDER.encode()))
+            self._made[id(reply)] = (reply, headers, at)
+
+    async def send(self, reply: Reply, request_id: str, send: Send) -> None:
+        made = self._made.get(id(reply))
+        if made is None or made[0] is not reply:
+            response = _response(reply, request_id)
+            status, headers, body = response.status_code, response.raw_headers, response.body
+        else:
+            headers = made[1].copy()
+            headers[made[2]] = (b"x-request-id", request_id.encode("latin-1"))
+            status, body = reply.status, reply.body
+        # What Starlette's Response.__call__ sends (no background task here).
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def _ingest(take: Take) -> Endpoint:
