@@ -169,7 +169,7 @@ def install() -> None:
     _method(GatewayHttpProtocol, "data_received", "HTTP: read, parse, start the request's task")
     _method(RequestResponseCycle, "send", "HTTP: write the answer (uvicorn)")
     _method(pipeline.Pipeline, "_take", "the pipeline's own steps (admission .. reply)")
-    _method(app._IngestRoutes, "__call__", "the ingest routes' dispatch")
+    _method(app._Gateway, "__call__", "the ingest routes' dispatch")
     _method(RateLimiter, "check_client", "admission: rate limits")
     _method(RateLimiter, "take", "admission: rate limits")
     _method(Authenticator, "authenticate_head", "authentication (bearer)")

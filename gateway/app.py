@@ -34,7 +34,7 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, ExceptionHandler, Receive, Scope, Send
 
@@ -69,6 +69,8 @@ _REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # RFC 4122's version 4 and variant bits, as `uuid.UUID(..., version=4)` sets them.
 _UUID_CLEAR: Final = ~((0xC000 << 48) | (0xF000 << 64))
 _UUID4_SET: Final = (0x8000 << 48) | (4 << 76)
+# Starlette's answer to an exception (ServerErrorMiddleware's, not in debug mode).
+_SERVER_ERROR: Final = PlainTextResponse("Internal Server Error", status_code=500)
 # Stands for a request id in the answers made ahead (`_Answers`).
 _PLACEHOLDER: Final = "request-id"
 # The query parameters of a request without any: one immutable, empty mapping for all of them.
@@ -162,20 +164,27 @@ def create_app(
         routes.append(Route(extra.path, endpoint, methods=[extra.method]))
     # The router's own answers (no route for the path, or not for the method), on either port.
     unrouted: dict[Any, ExceptionHandler] = dict.fromkeys((404, 405), _unrouted(pipeline))
-    # The vendors' ingest routes are found before Starlette's router (see _IngestRoutes).
+    # The vendors' ingest routes are found before Starlette's stack (see _Gateway).
     successes = [vendor.success for vendor in vendors.values()]
-    dispatch = Middleware(_IngestRoutes, routes=ingest, replies=successes)
     if not admin_port:  # one port for everything, as before the admin port existed
-        return Starlette(
+        return _Gateway(
+            ingest=ingest,
+            replies=successes,
+            admin_port=admin_port,
             routes=operational + routes,
             lifespan=lifespan,
-            middleware=[dispatch],
             exception_handlers=unrouted,
         )
     admin_app = Starlette(routes=operational, exception_handlers=unrouted)
     admin = Middleware(_AdminPort, admin=admin_app, port=admin_port)
-    return Starlette(
-        routes=routes, lifespan=lifespan, middleware=[admin, dispatch], exception_handlers=unrouted
+    return _Gateway(
+        ingest=ingest,
+        replies=successes,
+        admin_port=admin_port,
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[admin],
+        exception_handlers=unrouted,
     )
 
 
@@ -202,45 +211,73 @@ class _AdminPort:
             await self.app(scope, receive, send)
 
 
-class _IngestRoutes:
-    """The vendors' ingest routes (POST), taken before Starlette's router and its request
-    objects: a request the router would give one of them goes to it straight from the scope,
-    the same head and the same answer as through the router (`_ingest`), for about a tenth of
-    what a request costs (bench/RESULTS.md). Everything else (the operational endpoints, the
-    extra routes, a method or a path no route takes) goes on to the router.
+class _Gateway(Starlette):
+    """The app: Starlette, whose vendors' ingest routes (POST) are taken before its middleware,
+    router and request objects. A request the router would give one of them goes to it
+    straight from the scope, with the same head and the same answer as through the router
+    (`_ingest`), for a tenth or so of what a request costs (bench/RESULTS.md); everything else
+    (the operational endpoints, the extra routes, a method or a path no route takes, the
+    lifespan) goes through Starlette as before.
 
-    It sits inside Starlette's error middleware (an exception is its 500, as for any route) and
-    behind `_AdminPort` (a request to the admin port never gets here). Routes are tried in the
-    router's order, each by Starlette's own matching (`Route.matches`); the operational
+    What Starlette's stack does for such a request is done here too: a request to the admin
+    port is never taken (`_AdminPort` sends it to the operational endpoints), an exception is
+    answered with Starlette's own 500 (`ServerErrorMiddleware`) unless the answer had begun,
+    then raised to the server. Routes are tried in the router's order, an exact path by string,
+    one with parameters by Starlette's own matching (`Route.matches`); the operational
     endpoints, listed before them, take GET only, so for a POST the first ingest route to match
     is the router's choice too. A `root_path` (an app mounted under a prefix) goes to the
     router, which knows how to strip it."""
 
     def __init__(
-        self, app: ASGIApp, *, routes: Sequence[tuple[Route, Take]], replies: Sequence[Reply]
+        self,
+        *,
+        ingest: Sequence[tuple[Route, Take]],
+        replies: Sequence[Reply],
+        admin_port: int,
+        **starlette: Any,
     ) -> None:
-        self.app = app
-        self.routes = tuple(routes)
-        self.exact = {route.path: take for route, take in routes if "{" not in route.path}
-        self.exact_only = len(self.exact) == len(self.routes)
-        self.answers = _Answers(replies)
+        super().__init__(**starlette)
+        self._ingest = tuple(
+            (None if "{" in route.path else route.path, route, take) for route, take in ingest
+        )
+        self._answers = _Answers(replies)
+        self._admin_port = admin_port
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
-            take = self.exact.get(scope["path"]) if self.exact_only else None
-            if take is None and not self.exact_only:
-                for route, candidate in self.routes:
-                    match, child = route.matches(scope)
-                    if match is Match.FULL:
-                        scope.update(child)
-                        take = candidate
-                        break
-            if take is not None:
-                head = _scope_head(scope)
-                reply = await take(head, _body(receive))
-                await self.answers.send(reply, head.request_id, send)
-                return
-        await self.app(scope, receive, send)
+        take = self._take(scope) if scope["type"] == "http" else None
+        if take is None:
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        started = False
+        try:
+            head = _scope_head(scope)
+            reply = await take(head, _body(receive))
+            started = True
+            await self._answers.send(reply, head.request_id, send)
+        except Exception:
+            if not started:
+                await _SERVER_ERROR(scope, receive, send)
+            raise
+
+    def _take(self, scope: Scope) -> Take | None:
+        """The ingest route's function for a request the router would give it, else None."""
+        if scope["method"] != "POST" or scope.get("root_path"):
+            return None
+        server = scope.get("server")
+        if self._admin_port and server is not None and server[1] == self._admin_port:
+            return None
+        path = scope["path"]
+        for exact, route, take in self._ingest:
+            if exact is not None:
+                if exact == path:
+                    return take
+                continue
+            match, child = route.matches(scope)
+            if match is Match.FULL:
+                scope.update(child)
+                return take
+        return None
 
 
 class _Answers:

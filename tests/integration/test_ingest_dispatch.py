@@ -1,10 +1,11 @@
-"""The vendors' ingest routes are taken before Starlette's router (gateway/app.py,
-`_IngestRoutes`): every request they take must get the answer the router gives it, and what
-they do not take must still reach the router.
+"""The vendors' ingest routes are taken before Starlette's middleware and router
+(gateway/app.py, `_Gateway`): every request they take must get the answer Starlette's stack
+gives it, and what they do not take must still reach that stack.
 
 The real app, its lifespan running against the embedded broker, is called over ASGI twice for
-each request: whole (the dispatcher first) and through its router alone (`app.router`, what the
-dispatcher stands in front of). Status, headers and body must be the same.
+each request: as it is (the ingest routes first) and through Starlette's own `__call__` (its
+middleware, the admin port's, its router and exception handlers: what the ingest routes stand
+in front of). Status, headers and body must be the same.
 """
 
 from __future__ import annotations
@@ -54,18 +55,27 @@ async def app(broker: str, tmp_path: Path) -> AsyncIterator[Starlette]:
         yield application
 
 
+def starlette_stack(app: Starlette) -> Any:
+    """The app as Starlette alone would serve it."""
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        await Starlette.__call__(app, scope, receive, send)
+
+    return asgi
+
+
 async def answer(
     asgi: Any, method: str, path: str, headers: dict[str, str], body: bytes
 ) -> tuple[int, list[tuple[str, str]], bytes]:
-    transport = httpx.ASGITransport(app=asgi)
+    transport = httpx.ASGITransport(app=asgi, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
         response = await http.request(method, path, headers=headers, content=body)
     return response.status_code, sorted(response.headers.multi_items()), response.content
 
 
 def both_ways(app: Starlette, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
-    """Ask the whole app, then its router alone, the same request; return both answers and
-    whether the dispatcher took the first."""
+    """Ask the app, then Starlette's stack alone, the same request; return both answers and
+    whether the ingest routes took the first."""
     taken: list[str] = []
     scope_head = app_module._scope_head
 
@@ -82,7 +92,7 @@ def both_ways(app: Starlette, monkeypatch: pytest.MonkeyPatch) -> Callable[..., 
         whole = await answer(app, method, path, headers, first)
         dispatched = bool(taken)
         taken.clear()
-        routed = await answer(app.router, method, path, headers, second)
+        routed = await answer(starlette_stack(app), method, path, headers, second)
         assert not taken
         return whole, routed, dispatched
 
@@ -178,7 +188,25 @@ async def test_what_no_ingest_route_takes_goes_to_the_router(
     headers = {**headers_of(CALIPER), "X-Request-Id": "dispatch-other"}
     whole, routed, dispatched = await ask(method, path, headers, b"{}", b"{}")
     assert not dispatched
-    # The router alone has no exception handlers of the app: only the whole app's 404/405
-    # are the gateway's problem+json. What matters here is that the dispatcher let it pass.
-    if whole[0] not in (404, 405):
-        assert whole == routed
+    assert whole == routed
+
+
+async def test_an_exception_is_starlettes_500_either_way(
+    app: Starlette, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug (here: reading the body fails outright) is answered as Starlette's error
+    middleware answers it."""
+
+    def broken(_: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app_module, "_body", broken)
+    ask = both_ways(app, monkeypatch)
+    headers = {**headers_of(CALIPER), "X-Request-Id": "dispatch-bug"}
+    whole, routed, dispatched = await ask(
+        "POST", CALIPER.path, headers, body_of(CALIPER, "5"), body_of(CALIPER, "6")
+    )
+    assert dispatched
+    assert whole == routed
+    assert whole[0] == 500
+    assert whole[2] == b"Internal Server Error"
