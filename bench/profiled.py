@@ -169,7 +169,13 @@ def install() -> None:
     _method(GatewayHttpProtocol, "data_received", "HTTP: read, parse, start the request's task")
     _method(RequestResponseCycle, "send", "HTTP: write the answer (uvicorn)")
     _method(pipeline.Pipeline, "_take", "the pipeline's own steps (admission .. reply)")
-    _method(app._Gateway, "__call__", "the ingest routes' dispatch")
+    call = app._Gateway.__call__
+
+    # An async function itself: uvicorn tells an ASGI 3 app by its coroutine function.
+    async def dispatch(self: Any, scope: Any, receive: Any, send: Any) -> None:
+        await Timed("the ingest routes' dispatch", call(self, scope, receive, send))
+
+    app._Gateway.__call__ = dispatch  # type: ignore[method-assign]
     _method(RateLimiter, "check_client", "admission: rate limits")
     _method(RateLimiter, "take", "admission: rate limits")
     _method(Authenticator, "authenticate_head", "authentication (bearer)")

@@ -309,6 +309,7 @@ def main() -> None:
         return
     caliper = payloads.caliper()
     ceiling = served("ceiling", caliper, 8)
+    floor = served("floor", caliper, 8)
     gateway = served("gateway", caliper, 8)
     budget = profiled(caliper, 8)
     print()
@@ -316,7 +317,7 @@ def main() -> None:
         "| served, 1 worker, wrk -c32 | req/s | CPU us/req | event loop's thread | other threads |"
     )
     print("|---|---:|---:|---:|---:|")
-    for name, outcome in (("ceiling", ceiling), ("gateway", gateway)):
+    for name, outcome in (("ceiling", ceiling), ("floor", floor), ("gateway", gateway)):
         print(
             f"| {name} | {outcome.rps:,.0f} | {outcome.total:.0f} | {outcome.main:.0f} "
             f"| {outcome.others:.0f} |"
@@ -324,6 +325,11 @@ def main() -> None:
     print(
         f"| gateway, every step timed | {budget.rps:,.0f} | {budget.total:.0f} | "
         f"{budget.main:.0f} | {budget.total - budget.main:.0f} |"
+    )
+    print()
+    print(
+        f"the gateway's CPU per request: {gateway.total / floor.total:.2f}x the floor's "
+        f"(issue #16: at most ~1.7x)"
     )
     print()
     print(budget_table(budget))
