@@ -8,6 +8,7 @@ one line each by bench/lua/lines.lua.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -94,8 +95,9 @@ def canvas() -> Payload:
 
 
 def pearson(count: int) -> Payload:
-    """`count` deliveries, each its own message, signed as LearningStudio signs them."""
-    stamp = "2026-11-26T10:00:00Z"
+    """`count` deliveries, each its own message, signed as LearningStudio signs them, now (the
+    gateway refuses a signature older than `pearson.max_age_seconds`, 73 hours by default)."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     lines = []
     for n in range(count):
         payload = orjson.dumps(

@@ -258,9 +258,11 @@ def start_server(
     state: Path,
     *,
     settings: dict[str, str] | None = None,
+    module: str = "gateway.cli",
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """The gateway (`gateway serve`, with `settings` as GATEWAY_* variables) or a reference app
-    under uvicorn, same server settings."""
+    """The gateway (`gateway serve`, with `settings` as GATEWAY_* variables; `module`: another
+    entry point taking its arguments, bench/profiled.py) or a reference app under uvicorn, same
+    server settings."""
     port = free_port()
     env = dict(os.environ) | (settings or {})
     ready = ""
@@ -279,7 +281,7 @@ def start_server(
         command = [
             sys.executable,
             "-m",
-            "gateway.cli",
+            module,
             "serve",
             "--port",
             str(port),
@@ -489,7 +491,7 @@ def main() -> int:
         ("floor", 1, caliper),
         ("gateway", 1, caliper),
         ("gateway", 1, payloads.canvas()),
-        ("gateway", 1, payloads.pearson(60_000)),
+        ("gateway", 1, payloads.pearson(150_000)),
         ("ceiling", args.workers, caliper),
         ("gateway", args.workers, caliper),
     ]

@@ -22,8 +22,7 @@ import contextlib
 import gc
 import os
 import re
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final
 
@@ -31,11 +30,12 @@ import orjson
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
+from starlette.datastructures import Headers, QueryParams
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, ExceptionHandler, Receive, Scope, Send
 
 from gateway import __version__
@@ -66,6 +66,15 @@ if TYPE_CHECKING:  # tracing is an optional extra: never imported unless it is e
 # is never traversed again.
 _GC_THRESHOLDS: Final = (10_000, 20, 20)
 _REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# RFC 4122's version 4 and variant bits, as `uuid.UUID(..., version=4)` sets them.
+_UUID_CLEAR: Final = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID4_SET: Final = (0x8000 << 48) | (4 << 76)
+# Starlette's answer to an exception (ServerErrorMiddleware's, not in debug mode).
+_SERVER_ERROR: Final = PlainTextResponse("Internal Server Error", status_code=500)
+# Stands for a request id in the answers made ahead (`_Answers`).
+_PLACEHOLDER: Final = "request-id"
+# The query parameters of a request without any: one immutable, empty mapping for all of them.
+_NO_QUERY: Final = QueryParams(b"")
 
 log = structlog.get_logger("gateway")
 
@@ -143,6 +152,43 @@ def create_app(
             methods=["GET"],
         ),
     ]
+    routes, fast = _vendor_routes(pipeline, vendors, ingest, components, settings)
+    # The router's own answers (no route for the path, or not for the method), on either port.
+    unrouted: dict[Any, ExceptionHandler] = dict.fromkeys((404, 405), _unrouted(pipeline))
+    # The vendors' ingest routes are found before Starlette's stack (see _Gateway).
+    successes = [vendor.success for vendor in ingest]
+    if not admin_port:  # one port for everything, as before the admin port existed
+        return _Gateway(
+            ingest=fast,
+            replies=successes,
+            admin_port=admin_port,
+            routes=operational + routes,
+            lifespan=lifespan,
+            exception_handlers=unrouted,
+        )
+    admin_app = Starlette(routes=operational, exception_handlers=unrouted)
+    admin = Middleware(_AdminPort, admin=admin_app, port=admin_port)
+    return _Gateway(
+        ingest=fast,
+        replies=successes,
+        admin_port=admin_port,
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[admin],
+        exception_handlers=unrouted,
+    )
+
+
+def _vendor_routes(
+    pipeline: Pipeline,
+    vendors: Mapping[str, Vendor],
+    ingest: Sequence[Vendor],
+    components: Sequence[Component],
+    settings: Settings,
+) -> tuple[list[Route], list[tuple[Route, Take | None]]]:
+    """The public port's routes in the router's order, and what `_Gateway` may take before the
+    router: the ingest routes, after the components' POST routes (given no function: the
+    router's to serve)."""
     # A component's routes come first: a component may serve its vendor's own POST route when
     # the answer depends on the request (ids it assigned, a conflict with what it accepted),
     # which the vendor's static `success` cannot say.
@@ -152,21 +198,15 @@ def create_app(
     for extra in extras:
         endpoint = _extra(pipeline.extra_route(vendors[extra.vendor], extra))
         routes.append(Route(extra.path, endpoint, methods=[extra.method]))
-    routes += [
-        Route(vendor.path, _ingest(pipeline.ingest_route(vendor)), methods=["POST"])
-        for vendor in ingest
+    fast: list[tuple[Route, Take | None]] = [
+        (route, None) for route in routes if route.methods and "POST" in route.methods
     ]
-    # The router's own answers (no route for the path, or not for the method), on either port.
-    unrouted: dict[Any, ExceptionHandler] = dict.fromkeys((404, 405), _unrouted(pipeline))
-    if not admin_port:  # one port for everything, as before the admin port existed
-        return Starlette(
-            routes=operational + routes, lifespan=lifespan, exception_handlers=unrouted
-        )
-    admin_app = Starlette(routes=operational, exception_handlers=unrouted)
-    admin = Middleware(_AdminPort, admin=admin_app, port=admin_port)
-    return Starlette(
-        routes=routes, lifespan=lifespan, middleware=[admin], exception_handlers=unrouted
-    )
+    for vendor in ingest:
+        take = pipeline.ingest_route(vendor)
+        route = Route(vendor.path, _ingest(take), methods=["POST"])
+        routes.append(route)
+        fast.append((route, take))
+    return routes, fast
 
 
 def create_app_from_env() -> Starlette:
@@ -192,8 +232,107 @@ class _AdminPort:
             await self.app(scope, receive, send)
 
 
+class _Gateway(Starlette):
+    """The app: Starlette, whose vendors' ingest routes (POST) are taken before its middleware,
+    router and request objects. A request the router would give one of them goes to it
+    straight from the scope, with the same head and the same answer as through the router
+    (`_ingest`), for a tenth or so of what a request costs (bench/RESULTS.md); everything else
+    (the operational endpoints, the extra routes, a method or a path no route takes, the
+    lifespan) goes through Starlette as before.
+
+    What Starlette's stack does for such a request is done here too: a request to the admin
+    port is never taken (`_AdminPort` sends it to the operational endpoints), an exception is
+    answered with Starlette's own 500 (`ServerErrorMiddleware`) unless the answer had begun,
+    then raised to the server. Routes are tried in the router's order, an exact path by string,
+    one with parameters by Starlette's own matching (`Route.matches`); the operational
+    endpoints, listed before them, take GET only, and the components' POST routes, listed before
+    them too, are given here with no function (the router serves them), so for a POST the first
+    route to match is the router's choice too. A `root_path` (an app mounted under a prefix)
+    goes to the router, which knows how to strip it."""
+
+    def __init__(
+        self,
+        *,
+        ingest: Sequence[tuple[Route, Take | None]],
+        replies: Sequence[Reply],
+        admin_port: int,
+        **starlette: Any,
+    ) -> None:
+        super().__init__(**starlette)
+        self._ingest = tuple(
+            (None if "{" in route.path else route.path, route, take) for route, take in ingest
+        )
+        self._answers = _Answers(replies)
+        self._admin_port = admin_port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        take = self._take(scope) if scope["type"] == "http" else None
+        if take is None:
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        started = False
+        try:
+            head = _scope_head(scope)
+            reply = await take(head, _body(receive))
+            started = True
+            await self._answers.send(reply, head.request_id, send)
+        except Exception:
+            if not started:
+                await _SERVER_ERROR(scope, receive, send)
+            raise
+
+    def _take(self, scope: Scope) -> Take | None:
+        """The ingest route's function for a request the router would give it, else None."""
+        if scope["method"] != "POST" or scope.get("root_path"):
+            return None
+        server = scope.get("server")
+        if self._admin_port and server is not None and server[1] == self._admin_port:
+            return None
+        path = scope["path"]
+        for exact, route, take in self._ingest:
+            if exact is not None:
+                if exact == path:
+                    return take  # None: a component's POST route, the router's to serve
+                continue
+            match, child = route.matches(scope)
+            if match is Match.FULL:
+                if take is not None:
+                    scope.update(child)
+                return take
+        return None
+
+
+class _Answers:
+    """Sends a reply as `_response` makes it: for the replies given (the vendors' successes,
+    the answer to almost every request), the messages are made once, with only the request id
+    to fill in; any other reply is made by Starlette's Response each time."""
+
+    def __init__(self, replies: Sequence[Reply]) -> None:
+        self._made: dict[int, tuple[Reply, list[tuple[bytes, bytes]], int]] = {}
+        for reply in replies:
+            headers = _response(reply, _PLACEHOLDER).raw_headers
+            at = headers.index((b"x-request-id", _PLACEHOLDER.encode()))
+            self._made[id(reply)] = (reply, headers, at)
+
+    async def send(self, reply: Reply, request_id: str, send: Send) -> None:
+        made = self._made.get(id(reply))
+        if made is None or made[0] is not reply:
+            response = _response(reply, request_id)
+            status, headers, body = response.status_code, response.raw_headers, response.body
+        else:
+            headers = made[1].copy()
+            headers[made[2]] = (b"x-request-id", request_id.encode("latin-1"))
+            status, body = reply.status, reply.body
+        # What Starlette's Response.__call__ sends (no background task here).
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
 def _ingest(take: Take) -> Endpoint:
-    """A vendor's route: its request, translated for the pipeline, and the pipeline's reply."""
+    """A vendor's route: its request, translated for the pipeline, and the pipeline's reply.
+    (Requests reach it through `_IngestRoutes`, which does the same from the scope, only when
+    the router is called without it.)"""
 
     async def endpoint(request: Request) -> Response:
         head = _head(request)
@@ -230,7 +369,7 @@ def _unrouted(pipeline: Pipeline) -> ExceptionHandler:
     which), answered and logged by the pipeline like any other request."""
 
     async def handler(request: Request, exc: Exception) -> Response:
-        request_id = _request_id(request)
+        request_id = _request_id(request.headers)
         error: GatewayError = NotFound("no such route")
         route = None
         if isinstance(exc, HTTPException) and exc.status_code == 405:
@@ -252,9 +391,52 @@ def _head(request: Request, base_url: str = "") -> Head:
         request.query_params,
         request.path_params,
         client[0] if client else "unknown",
-        _request_id(request),
+        _request_id(request.headers),
         base_url,
     )
+
+
+def _scope_head(scope: Scope) -> Head:
+    """`_head` of a request to an ingest route, made from its scope: the same mappings as
+    Starlette's request gives (its headers, looked up faster; its query parameters, parsed only
+    when there are some), without building the request."""
+    headers = _Headers(scope)
+    query = scope["query_string"]
+    client = scope.get("client")
+    return Head(
+        scope["method"],
+        headers,
+        QueryParams(query) if query else _NO_QUERY,
+        scope.get("path_params", {}),
+        client[0] if client else "unknown",
+        _request_id(headers),
+    )
+
+
+class _Headers(Headers):
+    """Starlette's headers of a request, whose lookups go through a dict of each name's first
+    value (what Starlette's lookups find, walking every header each time). The rest (`raw`,
+    `items`, `getlist`, ...) is Starlette's own."""
+
+    def __init__(self, scope: Scope) -> None:
+        super().__init__(scope=scope)
+        first: dict[bytes, bytes] = {}
+        for key, value in reversed(self._list):
+            first[key] = value
+        self._first = first
+
+    def __getitem__(self, key: str) -> str:
+        value = self._first.get(key.lower().encode("latin-1"))
+        if value is None:
+            raise KeyError(key)
+        return value.decode("latin-1")
+
+    def __contains__(self, key: Any) -> bool:
+        return key.lower().encode("latin-1") in self._first
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self._first.get(key.lower().encode("latin-1"))
+        return default if value is None else value.decode("latin-1")
 
 
 async def _body(receive: Receive) -> AsyncIterator[bytes]:
@@ -276,9 +458,40 @@ def _response(reply: Reply, request_id: str) -> Response:
     return Response(reply.body, reply.status, headers=headers, media_type=reply.media_type)
 
 
-def _request_id(request: Request) -> str:
-    given = request.headers.get("x-request-id", "")
-    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+def _request_id(headers: Mapping[str, str]) -> str:
+    """The sender's X-Request-Id when it is a sane one, else a new random (version 4) UUID's
+    32 hex digits."""
+    given = headers.get("x-request-id", "")
+    if given and _REQUEST_ID.match(given):
+        return given
+    # uuid.uuid4().hex without the UUID object (its checks cost more than the random bytes).
+    number = int.from_bytes(_random_bytes()) & _UUID_CLEAR | _UUID4_SET
+    return f"{number:032x}"
+
+
+class _RandomBytes:
+    """16 bytes from `os.urandom` at a time, read from it 4 KiB at a time: a system call per
+    request cost more than the rest of its id (they are dear on a VM). Each id still has 16
+    bytes of its own, from the operating system's generator."""
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+        # A forked process must not hand out the bytes its parent hands out too.
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._pool, self._at = b"", 0
+
+    def __call__(self) -> bytes:
+        at = self._at
+        if at + 16 > len(self._pool):
+            self._pool, at = os.urandom(4096), 0
+        self._at = at + 16
+        return self._pool[at : at + 16]
+
+
+_random_bytes: Final = _RandomBytes()
 
 
 async def _healthz(_: Request) -> Response:

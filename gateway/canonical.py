@@ -12,6 +12,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -169,6 +170,7 @@ def record_id(tenant: str, vendor: str, identity: str, digest: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+@lru_cache(maxsize=4096)  # a few tenants and vendors, one source each: made once
 def source_of(tenant: str, vendor: str) -> str:
     """The CloudEvents `source`: a URI-reference naming tenant and vendor."""
     return f"/tenants/{quote(tenant, safe='')}/vendors/{quote(vendor, safe='')}"

@@ -40,7 +40,9 @@ class Deduper:
         self._published: dict[Key, float] = {}  # key -> expiry
         self._order: deque[Key] = deque()  # keys as remembered, oldest first
         self._expiry = (-1, 0.0)  # (second, its expiry): one float shared by a second's keys
-        self._pending: dict[str, asyncio.Future[bool]] = {}
+        # Keys being published, each with the future its waiters wait on: made only when a
+        # second request claims the key (most never have one: a future per key is wasted work).
+        self._pending: dict[str, asyncio.Future[bool] | None] = {}
 
     def __len__(self) -> int:
         return len(self._published)
@@ -48,14 +50,24 @@ class Deduper:
     async def claim(self, key: str) -> bool:
         """True if the caller must publish `key`; False if it was published within the window."""
         while True:
-            if self._is_published(_compact(key)):
-                return False
-            pending = self._pending.get(key)
+            taken = self.claim_now(key)
+            if taken is not None:
+                return taken
+            pending = self._pending[key]
             if pending is None:
-                self._pending[key] = asyncio.get_running_loop().create_future()
-                return True
+                pending = self._pending[key] = asyncio.get_running_loop().create_future()
             if await asyncio.shield(pending):
                 return False
+
+    def claim_now(self, key: str) -> bool | None:
+        """`claim` when it need not wait: True or False as `claim` says; None while another
+        request publishes `key` (then `claim` waits for its outcome)."""
+        if self._is_published(_compact(key)):
+            return False
+        if key in self._pending:
+            return None
+        self._pending[key] = None
+        return True
 
     def settle(self, key: str, published: bool) -> None:
         """Record the outcome of a claim; wakes any request waiting on the same key."""

@@ -563,26 +563,31 @@ class Pipeline:
         # The cluster's limit, known before producing: a record over it is never sent (it would
         # be refused for good), its event is dead-lettered like any event that cannot be a record.
         room = self._publisher.max_record_bytes - _CANONICAL_HEADERS_BYTES
+        limit = value_limit(room)
+        topic = kafka.canonical_topic
         claimed = await self._claim(keys)
         try:
             for item, record, record_keys in zip(normalized.sources, canonical, keys, strict=True):
                 # A key not claimed was published already; one taken was taken by a copy of this
-                # record earlier in the request.
-                if not all(claimed.get(key) is False for key in record_keys):
-                    tally.duplicates += 1
-                    continue
+                # record earlier in the request. (for/else: the `else` is a record whose keys
+                # are all claimed and free.)
                 for key in record_keys:
-                    claimed[key] = True
-                key = record["partitionkey"].encode()
-                value = orjson.dumps(record)
-                if len(key) + len(value) > value_limit(room):
+                    if claimed.get(key) is not False:
+                        tally.duplicates += 1
+                        break
+                else:
+                    for key in record_keys:
+                        claimed[key] = True
+                    record_key = record["partitionkey"].encode()
+                    value = orjson.dumps(record)
+                    if len(record_key) + len(value) <= limit:
+                        records.append(OutRecord(topic, record_key, value, _CANONICAL_HEADERS))
+                        continue
                     for claim in record_keys:
                         del claimed[claim]
                         self._deduper.settle(claim, published=False)
                     if dead_letter:
-                        rejected.append((item, _too_large(len(key) + len(value), room)))
-                    continue
-                records.append(OutRecord(kafka.canonical_topic, key, value, _CANONICAL_HEADERS))
+                        rejected.append((item, _too_large(len(record_key) + len(value), room)))
             letters = [self._dead_letter(ctx, rejection, item=item) for item, rejection in rejected]
             records = letters + records
             spooled = await self._publisher.publish(records)
@@ -604,8 +609,12 @@ class Pipeline:
         (each holding the claim the other waits for, for ever)."""
         claimed: dict[str, bool] = {}
         try:
+            deduper = self._deduper
             for key in sorted({key for record_keys in keys for key in record_keys}):
-                if await self._deduper.claim(key):
+                taken = deduper.claim_now(key)
+                if taken is None:  # being published by another request: its outcome decides
+                    taken = await deduper.claim(key)
+                if taken:
                     claimed[key] = False
         except BaseException:
             for key in claimed:

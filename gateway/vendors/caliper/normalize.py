@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, Final
 
 import orjson
@@ -93,6 +94,7 @@ def term(value: Any) -> str:
     return _IRI_SEPARATORS.split(value)[-1] if ":" in value else value
 
 
+@lru_cache(maxsize=1024)  # a vocabulary of verbs: the regex runs once per verb, not per event
 def snake_case(action: str) -> str:
     """`NavigatedTo` -> `navigated_to`: the canonical spelling of a vendor's verb."""
     return _WORD_START.sub("_", action).lower()
