@@ -21,6 +21,7 @@ import base64
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -394,12 +395,7 @@ class Pipeline:
                     self._unverified.release(head.client)
             if route.ingests:
                 self._limiter.take(tenant, vendor.name)
-                with self._in_flight:
-                    if inbound is None:
-                        inbound, tenant = await self._read(vendor, head, body, media, tenant)
-                    taken = True
-                    reply = await route.handler(inbound, tenant)
-            else:
+            with self._in_flight if route.ingests else nullcontext():
                 if inbound is None:
                     inbound, tenant = await self._read(vendor, head, body, media, tenant)
                 taken = True
