@@ -52,14 +52,14 @@ class Authenticator:
     def prepare(self, vendors: Iterable[Vendor]) -> None:
         """Build the vendors' verifiers now, so that start-up fails, not the first request."""
         for vendor in vendors:
-            self._verifier(vendor)
+            self.verifier(vendor)
 
     def authenticate(self, vendor: Vendor, presented: Credentials) -> str | Awaitable[str]:
         """The tenant owning the presented credential; raises Unauthorized otherwise. An
         awaitable when the vendor's scheme may have to fetch a key first (see Verifier)."""
         if self._webhooks.signed(vendor.name, presented.headers):
             return self._webhooks.verify(vendor.name, presented)
-        return self._verifier(vendor).verify(presented)
+        return self.verifier(vendor).verify(presented)
 
     def authenticate_head(
         self,
@@ -79,14 +79,11 @@ class Authenticator:
         if self._webhooks.signed(vendor.name, headers):
             self._webhooks.head(vendor.name, headers)
             return None
-        return self._verifier(vendor).head(headers, query, media_type)
+        return self.verifier(vendor).head(headers, query, media_type)
 
     def verifier(self, vendor: Vendor) -> Verifier:
-        """The verifier of `vendor`'s route (a vendor's feeds have their own), built once."""
-        return self._verifier(vendor)
-
-    def _verifier(self, vendor: Vendor) -> Verifier:
-        """The vendor's verifier, over every tenant's credentials of it in its own scheme."""
+        """The verifier of `vendor`'s route (a vendor's feeds have their own), built once, over
+        every tenant's credentials of the vendor in its own scheme."""
         found = self._verifiers.get((vendor.name, vendor.path))
         if found is None:
             own = tuple(
