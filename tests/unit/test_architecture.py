@@ -31,7 +31,7 @@ from __future__ import annotations
 import ast
 import importlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -128,9 +128,27 @@ def vendor_module_problems(source: str, module: str, *, is_package: bool = False
     return list(dict.fromkeys(problems))
 
 
+def vendor_modules() -> list[Path]:
+    return [p for package in vendor_packages() for p in sorted(package.rglob("*.py"))]
+
+
 def shared_modules() -> list[Path]:
-    inside_vendor = {p for package in vendor_packages() for p in package.rglob("*.py")}
+    inside_vendor = set(vendor_modules())
     return sorted(p for p in GATEWAY.rglob("*.py") if p not in inside_vendor)
+
+
+Check = Callable[..., list[str]]  # (source, module, *, is_package) -> problems
+
+
+def file_problems(check: Check, path: Path) -> list[str]:
+    """`check` over the module at `path`, under its module name (a package's `__init__.py`
+    resolves relative imports from the package itself)."""
+    source = path.read_text(encoding="utf-8")
+    return check(source, module_name(path), is_package=path.name == "__init__.py")
+
+
+def relative(path: Path) -> str:
+    return str(path.relative_to(ROOT))
 
 
 # --- the tree as it is ---------------------------------------------------------------------------
@@ -144,26 +162,19 @@ def test_there_are_shared_modules_and_vendor_packages_to_check() -> None:
     assert not (GATEWAY / "components").exists()
 
 
-@pytest.mark.parametrize("path", shared_modules(), ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("path", shared_modules(), ids=relative)
 def test_a_shared_module_imports_no_vendor_package_and_names_no_vendor(path: Path) -> None:
-    source = path.read_text(encoding="utf-8")
-    module = module_name(path)
-    problems = shared_module_problems(
-        source, module, vendor_names(), is_package=path.name == "__init__.py"
+    names = vendor_names()
+    problems = file_problems(
+        lambda source, module, **kw: shared_module_problems(source, module, names, **kw), path
     )
-    assert not problems, f"{path.relative_to(ROOT)}: {problems}"
+    assert not problems, f"{relative(path)}: {problems}"
 
 
-@pytest.mark.parametrize(
-    "path",
-    [p for package in vendor_packages() for p in sorted(package.rglob("*.py"))],
-    ids=lambda p: str(p.relative_to(ROOT)),
-)
+@pytest.mark.parametrize("path", vendor_modules(), ids=relative)
 def test_a_vendor_package_imports_no_http_no_kafka_client_and_no_logger_setup(path: Path) -> None:
-    problems = vendor_module_problems(
-        path.read_text(encoding="utf-8"), module_name(path), is_package=path.name == "__init__.py"
-    )
-    assert not problems, f"{path.relative_to(ROOT)}: {problems}"
+    problems = file_problems(vendor_module_problems, path)
+    assert not problems, f"{relative(path)}: {problems}"
 
 
 def test_the_registry_lists_each_built_in_vendor_once_one_line_each() -> None:
@@ -367,26 +378,16 @@ def vendor_import_problems(source: str, module: str, *, is_package: bool = False
     return problems
 
 
-@pytest.mark.parametrize(
-    "path", sorted(GATEWAY.rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT))
-)
+@pytest.mark.parametrize("path", sorted(GATEWAY.rglob("*.py")), ids=relative)
 def test_each_part_imports_only_what_its_place_calls_for(path: Path) -> None:
-    problems = import_rule_problems(
-        path.read_text(encoding="utf-8"), module_name(path), is_package=path.name == "__init__.py"
-    )
-    assert not problems, f"{path.relative_to(ROOT)}: {problems}"
+    problems = file_problems(import_rule_problems, path)
+    assert not problems, f"{relative(path)}: {problems}"
 
 
-@pytest.mark.parametrize(
-    "path",
-    [p for package in vendor_packages() for p in sorted(package.rglob("*.py"))],
-    ids=lambda p: str(p.relative_to(ROOT)),
-)
+@pytest.mark.parametrize("path", vendor_modules(), ids=relative)
 def test_a_vendor_package_imports_of_the_gateway_only_its_contract(path: Path) -> None:
-    problems = vendor_import_problems(
-        path.read_text(encoding="utf-8"), module_name(path), is_package=path.name == "__init__.py"
-    )
-    assert not problems, f"{path.relative_to(ROOT)}: {problems}"
+    problems = file_problems(vendor_import_problems, path)
+    assert not problems, f"{relative(path)}: {problems}"
 
 
 @pytest.mark.parametrize(
@@ -473,12 +474,10 @@ def cross_test_imports(source: str, module: str, *, is_package: bool = False) ->
     return list(dict.fromkeys(problems))
 
 
-@pytest.mark.parametrize("path", TEST_MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("path", TEST_MODULES, ids=relative)
 def test_no_test_module_imports_another_or_a_conftest(path: Path) -> None:
-    problems = cross_test_imports(
-        path.read_text(encoding="utf-8"), module_name(path), is_package=path.name == "__init__.py"
-    )
-    assert not problems, f"{path.relative_to(ROOT)}: {problems}"
+    problems = file_problems(cross_test_imports, path)
+    assert not problems, f"{relative(path)}: {problems}"
 
 
 @pytest.mark.parametrize(
