@@ -16,6 +16,7 @@ import collections
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -156,9 +157,15 @@ class Served:
     others: float
 
 
-def served(target: str, payload: payloads.Payload, seconds: int) -> Served:
-    """Serve `target` (`gateway serve` or a reference app, 1 worker) with a broker of its own
-    and drive it with wrk, as `bench/run.py` does; its CPU per request by thread."""
+@contextmanager
+def _serving(
+    target: str,
+    settings: Callable[[Path], dict[str, str]] | None = None,
+    module: str = "gateway.cli",
+) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+    """`target` served (1 worker) with a broker and a state directory of its own, as
+    `bench/run.py` serves it: (its process, its URL, the state directory); all gone after.
+    `settings`: GATEWAY_* (or other) variables, given the state directory."""
     from bench import run  # noqa: PLC0415  # wrk, servers: only with wrk installed
 
     port = run.free_port()
@@ -166,21 +173,36 @@ def served(target: str, payload: payloads.Payload, seconds: int) -> Served:
     broker = start_broker(port, quiet=True)
     state = Path(tempfile.mkdtemp(prefix="stages-"))
     try:
-        process, url = run.start_server(target, 1, bootstrap, f"stages.{target}", state)
-    except BaseException:
+        process, url = run.start_server(
+            target,
+            1,
+            bootstrap,
+            f"stages.{target}",
+            state,
+            settings=settings(state) if settings else None,
+            module=module,
+        )
+        try:
+            yield process, url, state
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+    finally:
         stop_broker(broker)
-        raise
-    try:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def served(target: str, payload: payloads.Payload, seconds: int) -> Served:
+    """Serve `target` (`gateway serve` or a reference app, 1 worker) with a broker of its own
+    and drive it with wrk, as `bench/run.py` does; its CPU per request by thread."""
+    from bench import run  # noqa: PLC0415  # wrk: only with wrk installed
+
+    with _serving(target) as (process, url, _):
         warm, measured = payload.split(0.15)
         run.run_wrk(url, warm, 2, CONCURRENT)
         before = thread_cpu(process.pid)
         result = run.run_wrk(url, measured, seconds, CONCURRENT)
         after = thread_cpu(process.pid)
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-        stop_broker(broker)
-        shutil.rmtree(state, ignore_errors=True)
     requests = result["requests"]
     spent = collections.Counter(
         {tid: cpu - before.get(tid, ("", 0.0))[1] for tid, (_, cpu) in after.items()}
@@ -205,45 +227,26 @@ def profiled(payload: payloads.Payload, seconds: int) -> Budget:
     each step's time per request between two snapshots."""
     from bench import run  # noqa: PLC0415
 
-    port = run.free_port()
-    bootstrap = f"127.0.0.1:{port}"
-    broker = start_broker(port, quiet=True)
-    state = Path(tempfile.mkdtemp(prefix="stages-"))
-    out = state / "profile.json"
-    try:
-        process, url = run.start_server(
-            "gateway",
-            1,
-            bootstrap,
-            "stages.profiled",
-            state,
-            settings={"BENCH_PROFILE_OUT": str(out)},
-            module="bench.profiled",
-        )
-    except BaseException:
-        stop_broker(broker)
-        raise
+    def output(state: Path) -> dict[str, str]:
+        return {"BENCH_PROFILE_OUT": str(state / "profile.json")}
 
-    def snapshot() -> dict[str, dict[str, float]]:
-        out.unlink(missing_ok=True)
-        process.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + 10
-        while not out.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.05)
-        return orjson.loads(out.read_bytes())  # type: ignore[no-any-return]
+    with _serving("gateway", output, "bench.profiled") as (process, url, state):
+        out = state / "profile.json"
 
-    try:
+        def snapshot() -> dict[str, dict[str, float]]:
+            out.unlink(missing_ok=True)
+            process.send_signal(signal.SIGUSR1)
+            deadline = time.monotonic() + 10
+            while not out.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.05)
+            return orjson.loads(out.read_bytes())  # type: ignore[no-any-return]
+
         warm, measured = payload.split(0.15)
         run.run_wrk(url, warm, 2, CONCURRENT)
         first, before = snapshot(), thread_cpu(process.pid)
         result = run.run_wrk(url, measured, seconds, CONCURRENT)
         after, last = thread_cpu(process.pid), snapshot()
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-        stop_broker(broker)
-        shutil.rmtree(state, ignore_errors=True)
     requests = result["requests"]
     spent = {tid: cpu - before.get(tid, ("", 0.0))[1] for tid, (_, cpu) in after.items()}
     steps = [
