@@ -331,7 +331,7 @@ class _Answers:
 
 def _ingest(take: Take) -> Endpoint:
     """A vendor's route: its request, translated for the pipeline, and the pipeline's reply.
-    (Requests reach it through `_IngestRoutes`, which does the same from the scope, only when
+    (Requests reach it through `_Gateway`, which does the same from the scope, only when
     the router is called without it.)"""
 
     async def endpoint(request: Request) -> Response:
