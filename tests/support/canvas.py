@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import orjson
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.vendors.base import Inbound
+from gateway.vendors.canvas import dev
 from gateway.vendors.canvas.live_events import PATH as LIVE_EVENTS_PATH
 from tests.support.gateway import TOKEN, Gateway
 from tests.support.golden import FIXTURES, GoldenRequest, Outcome
@@ -109,8 +109,9 @@ def new_key() -> rsa.RSAPrivateKey:
 
 
 def sign(event: Any, key: rsa.RSAPrivateKey, kid: str, **claims: Any) -> str:
-    """The event as Canvas signs it: a compact JWT, RS256, `kid` in its header."""
-    return jwt.encode({**event, **claims}, key, algorithm="RS256", headers={"kid": kid})
+    """The event as Canvas signs it (the signer of `gateway canvas sign-live-event`), with
+    `claims` (time claims, say) beside it."""
+    return dev.sign({**event, **claims}, key, kid)
 
 
 def _one_live_event(outcome: Outcome) -> None:
