@@ -115,7 +115,10 @@ class CanonicalEvent:
 
 
 def compact(fields: dict[str, Any]) -> dict[str, Any]:
-    """Drop unknown (None) fields: absent means unknown, never invented."""
+    """Drop unknown (None) fields: absent means unknown, never invented. Callers pass a dict
+    literal: one without an unknown field is returned as it is, not copied."""
+    if None not in fields.values():
+        return fields
     return {k: v for k, v in fields.items() if v is not None}
 
 

@@ -15,7 +15,7 @@ id or type, Joda-Time timestamps, facts in `extensions`) are listed in docs/cano
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Final
@@ -175,15 +175,7 @@ def normalize(item: Item, ctx: NormalizeContext) -> list[CanonicalEvent]:
     """The canonical record of one schema-valid event or entity description."""
     payload: dict[str, Any] = item.payload
     identity = item.identity or ""
-    vendor = compact(
-        {
-            "name": NAME,
-            "event_type": payload.get("type"),
-            "event_id": payload.get("id"),
-            "sensor": item.meta.get("sensor"),
-            "data_version": item.meta.get("data_version"),
-        }
-    )
+    vendor = _vendor(payload, item.meta)
     if item.schema == ENTITY_SCHEMA:
         entity = _entity(payload)
         data = {"action": "described", "entity": entity, "vendor": vendor}
@@ -195,18 +187,7 @@ def normalize(item: Item, ctx: NormalizeContext) -> list[CanonicalEvent]:
         return [CanonicalEvent(EventType.ENTITY_DESCRIBED, time, identity, data, entity.get("id"))]
 
     event_type, action = term(payload.get("type")), term(payload.get("action"))
-    vendor.update(
-        compact(
-            {
-                "action": payload.get("action"),
-                "profile": payload.get("profile"),
-                "ed_app": _id(payload.get("edApp")),
-                "session": _id(payload.get("session")),
-                # The event's own map, without the nulls it may hold (absent, in JSON-LD).
-                "extensions": _without_nulls(payload.get("extensions")) or None,
-            }
-        )
-    )
+    _event_vendor(payload, vendor)
     obj, generated = payload.get("object"), payload.get("generated")
     attempt = _attempt_of(obj, generated)
     learner = _ref(_fact(attempt, "assignee"))
@@ -223,24 +204,69 @@ def normalize(item: Item, ctx: NormalizeContext) -> list[CanonicalEvent]:
     is_item = _kind(obj) == "AssessmentItem" or (thinned and event_type == "AssessmentItemEvent")
     item_entity = obj if is_item else None
     assessment = _assessment_of(event_type, obj, item_entity, attempt)
-    data = compact(
-        {
-            "action": snake_case(action),
-            "learner": learner,
-            "actor": actor_other,
-            "assessment": assessment,
-            "item": _ref(item_entity),
-            "attempt": _attempt(attempt),
-            "response": _response(generated),
-            "score": _score(_score_of(generated)),
-            "course": _course(payload.get("group")),
-            "vendor": vendor,
-        }
-    )
+    data = {"action": snake_case(action)}
+    if learner is not None:
+        data["learner"] = learner
+    if actor_other is not None:
+        data["actor"] = actor_other
+    if assessment is not None:
+        data["assessment"] = assessment
+    _event_facts(data, item_entity, attempt, generated, payload.get("group"))
+    data["vendor"] = vendor
     canonical_type = _canonical_type(event_type, action)
     subject = _id(attempt) or (assessment or {}).get("id") or _id(obj)
     time = _timestamp(payload.get("eventTime"), "/eventTime")
     return [CanonicalEvent(canonical_type, time, identity, data, subject)]
+
+
+# The dicts below are built field by field, known fields only (absent means unknown): what
+# `compact` makes of a literal, without making the literal, on every event's path.
+
+
+def _vendor(payload: dict[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The vendor's own facts of an event or entity description (`data.vendor`)."""
+    vendor: dict[str, Any] = {"name": NAME}
+    if (kind := payload.get("type")) is not None:
+        vendor["event_type"] = kind
+    if (vendor_id := payload.get("id")) is not None:
+        vendor["event_id"] = vendor_id
+    if (sensor := meta.get("sensor")) is not None:
+        vendor["sensor"] = sensor
+    if (version := meta.get("data_version")) is not None:
+        vendor["data_version"] = version
+    return vendor
+
+
+def _event_vendor(payload: dict[str, Any], vendor: dict[str, Any]) -> None:
+    """Add an event's own vendor facts to `vendor`."""
+    if (action := payload.get("action")) is not None:
+        vendor["action"] = action
+    if (profile := payload.get("profile")) is not None:
+        vendor["profile"] = profile
+    if (ed_app := _id(payload.get("edApp"))) is not None:
+        vendor["ed_app"] = ed_app
+    if (session := _id(payload.get("session"))) is not None:
+        vendor["session"] = session
+    # The event's own map, without the nulls it may hold (absent, in JSON-LD).
+    if extensions := _without_nulls(payload.get("extensions")):
+        vendor["extensions"] = extensions
+
+
+def _event_facts(
+    data: dict[str, Any], item_entity: Any, attempt: Any, generated: Any, group: Any
+) -> None:
+    """Add what an event says of the item, the attempt, the response, the score and the
+    course to its `data`."""
+    if (item_ref := _ref(item_entity)) is not None:
+        data["item"] = item_ref
+    if (attempt_ref := _attempt(attempt)) is not None:
+        data["attempt"] = attempt_ref
+    if (response := _response(generated)) is not None:
+        data["response"] = response
+    if (score := _score(_score_of(generated))) is not None:
+        data["score"] = score
+    if (course := _course(group)) is not None:
+        data["course"] = course
 
 
 def _canonical_type(event_type: str, action: str) -> str:
@@ -260,8 +286,10 @@ def _kind(entity: Any) -> str:
 def _id(entity: Any) -> str | None:
     if isinstance(entity, str):
         return entity or None
-    if isinstance(entity, dict) and isinstance(entity.get("id"), str):
-        return str(entity["id"])
+    if isinstance(entity, dict):
+        found = entity.get("id")
+        if isinstance(found, str):
+            return found
     return None
 
 
@@ -271,11 +299,16 @@ def _entity(entity: Any) -> dict[str, Any]:
     Any type maps so, Caliper terms, IRIs and unknown types alike (the generic entity mapping).
     """
     if isinstance(entity, dict):
-        kind = entity.get("type")
-        # IMS's own IRIs name Caliper terms; other vendors' IRIs (Blackboard's) stay whole.
-        if isinstance(kind, str) and kind.startswith(_IMS_IRI):
-            kind = term(kind)
-        return compact({"id": _id(entity), "type": kind, "name": _text(entity.get("name"))})
+        fields: dict[str, Any] = {}
+        if isinstance(found := entity.get("id"), str):
+            fields["id"] = found
+        if (kind := entity.get("type")) is not None:
+            # IMS's own IRIs name Caliper terms; other vendors' IRIs (Blackboard's) stay whole.
+            ims = isinstance(kind, str) and kind.startswith(_IMS_IRI)
+            fields["type"] = term(kind) if ims else kind
+        if isinstance(name := entity.get("name"), str):
+            fields["name"] = name
+        return fields
     return {"id": entity}
 
 
@@ -430,13 +463,12 @@ def _course(group: Any) -> dict[str, Any] | None:
         return {"id": group}
     if _id(group) is None:
         return None  # given only by its properties: no id to join courses on
-    return compact(
-        {
-            **_entity(group),
-            "course_number": _text(group.get("courseNumber")),
-            "academic_session": _text(group.get("academicSession")),
-        }
-    )
+    course = _entity(group)
+    if isinstance(number := group.get("courseNumber"), str):
+        course["course_number"] = number
+    if isinstance(session := group.get("academicSession"), str):
+        course["academic_session"] = session
+    return course
 
 
 def _number(value: Any) -> int | float | None:
