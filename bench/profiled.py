@@ -191,7 +191,7 @@ def install() -> None:
     _method(publisher.Publisher, "publish", "publish: the publisher (span, outcome)")
     _method(publisher.Publisher, "_publish", "publish: the publisher (span, outcome)")
     _method(publisher.Publisher, "_send", "publish: the publisher (span, outcome)")
-    _replace_everywhere(publisher._acked, timed("publish: await the acks", publisher._acked))
+    _method(publisher.Publisher, "_acked", "publish: await the acks")
     _method(producer.AsyncProducer, "send", "publish: produce (librdkafka)")
     _method(producer.AsyncProducer, "_deliver", "the acks' hand-over (futures resolved)")
     _method(Metrics, "observe_publish", "log line and metrics")

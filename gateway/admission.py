@@ -11,26 +11,22 @@ read. The pipeline (gateway/pipeline.py) takes each request through it, in this 
 
 and every body is read within `server.max_body_bytes` (413) and `server.body_timeout_seconds`
 (408, `BodyDeadlines`). Deadlines, the bodies' here and the heads' of the HTTP server
-(gateway/http_server.py), are checked by one timer per event loop (`Deadlines`).
+(gateway/http_server.py), are checked by one timer per event loop (gateway/deadlines.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Hashable
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final
 
+from gateway.deadlines import Deadlines
 from gateway.errors import Overloaded, RateLimited
 from gateway.ratelimit import RateLimiter
 from gateway.settings import RateLimitSettings, ServerSettings
 
-K = TypeVar("K", bound=Hashable)
-
 # What a refused request may retry after, in seconds, when nothing more precise is known (a pool
 # or the broker): the `Retry-After` of a retryable error (gateway/boundary.py).
 RETRY_AFTER_SECONDS: Final = 5
-# The longest a passed deadline waits to be noticed, whatever the timeouts.
-_MAX_SWEEP_SECONDS: Final = 1.0
 
 
 class Admission:
@@ -44,52 +40,6 @@ class Admission:
             server.max_unverified_in_flight, server.max_unverified_per_client, RETRY_AFTER_SECONDS
         )
         self.deadlines = BodyDeadlines(server.body_timeout_seconds)
-
-
-class Deadlines(Generic[K]):
-    """When each of many things must be done, checked by one timer per event loop: `expire(key)`
-    is called once a key's deadline has passed, at most a quarter of its timeout (and at most a
-    second) late. Setting and clearing a deadline costs a dict entry; the timer runs only while
-    some deadline is pending."""
-
-    def __init__(self, expire: Callable[[K], None]) -> None:
-        self._expire = expire
-        self._due: dict[K, float] = {}
-        self._interval = _MAX_SWEEP_SECONDS
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
-
-    def __len__(self) -> int:
-        return len(self._due)
-
-    def set(self, key: K, seconds: float) -> None:
-        """`key` must be done within `seconds` from now (replaces an earlier deadline)."""
-        loop = asyncio.get_running_loop()
-        self._due[key] = loop.time() + seconds
-        if seconds < self._interval * 4:
-            self._interval = seconds / 4
-        # A loop of its own: the app's deadlines outlive the loop of a test client.
-        if self._timer is None or self._loop is not loop:
-            self._loop = loop
-            self._timer = loop.call_later(self._interval, self._sweep)
-
-    def clear(self, key: K) -> None:
-        """`key` is done: nothing happens at its deadline."""
-        self._due.pop(key, None)
-
-    def _sweep(self) -> None:
-        loop = self._loop
-        if loop is None:  # pragma: no cover  # set() names the loop before arming the timer
-            return
-        now = loop.time()
-        try:
-            for key in [key for key, due in self._due.items() if due <= now]:
-                # Removed first: `expire` may give the key a new deadline (a refused connection
-                # lingers); an exception leaves the keys after it for the next sweep.
-                del self._due[key]
-                self._expire(key)
-        finally:
-            self._timer = loop.call_later(self._interval, self._sweep) if self._due else None
 
 
 class BodyDeadlines:

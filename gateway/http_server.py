@@ -40,7 +40,7 @@ request was all read (by a refusal here, or by the app's `connection: close`) li
 half-closed after the answer, and what the client still sends is read and dropped for
 `LINGER_SECONDS`, or until the client closes its side.
 
-Deadlines are checked by one timer per event loop (`Deadlines`, gateway/admission.py), a few
+Deadlines are checked by one timer per event loop (`Deadlines`, gateway/deadlines.py), a few
 times per timeout, rather than by a timer per request: arming and cancelling a timer costs about
 3 us on uvloop, which every request would pay; a deadline here is a dict entry, and the sweep
 costs a fraction of a microsecond per pending deadline a few times per timeout.
@@ -65,7 +65,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import Server, ServerState
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from gateway.admission import Deadlines
+from gateway.deadlines import Deadlines
 from gateway.errors import ConfigError
 from gateway.settings import ServerSettings
 

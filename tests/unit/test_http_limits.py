@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.admission import BodyDeadlines, Deadlines, Unverified
+from gateway.admission import BodyDeadlines, Unverified
 from gateway.auth import FORM, Authenticator
+from gateway.deadlines import Deadlines
 from gateway.errors import (
     ConfigError,
     MalformedPayload,
