@@ -17,8 +17,9 @@ import logging
 import os
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import orjson
 import structlog
@@ -40,7 +41,7 @@ def configure_logging(settings: LogSettings) -> None:
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _timestamp,
     ]
     if settings.format == "json":
         processors: list[structlog.typing.Processor] = [
@@ -58,6 +59,31 @@ def configure_logging(settings: LogSettings) -> None:
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
+
+
+def _timestamp(_: Any, __: str, event_dict: structlog.typing.EventDict) -> Any:
+    """structlog's `TimeStamper(fmt="iso", utc=True)`, the same text, for a third of its cost
+    on every log line (the date and time of day are formatted once per second)."""
+    event_dict["timestamp"] = iso_now()
+    return event_dict
+
+
+_SECOND: list[Any] = [None, ""]  # (the second, its text up to the seconds), the latest one
+
+
+def iso_now() -> str:
+    """Now in UTC as `datetime.now(UTC).isoformat()` writes it, with `Z` for `+00:00`."""
+    return iso_time(time.time_ns() // 1000)
+
+
+def iso_time(microseconds: int) -> str:
+    """An instant (microseconds since the epoch) in UTC as `isoformat()` writes it, with `Z`:
+    microseconds when there are some (`2026-12-05T01:02:03.004005Z`, else `...:03Z`)."""
+    second, micro = divmod(microseconds, 1_000_000)
+    if second != _SECOND[0]:
+        moment = datetime.fromtimestamp(second, UTC)
+        _SECOND[0], _SECOND[1] = second, moment.isoformat().removesuffix("+00:00")
+    return f"{_SECOND[1]}.{micro:06d}Z" if micro else f"{_SECOND[1]}Z"
 
 
 class Metrics:
@@ -152,6 +178,7 @@ class Metrics:
             registry=self.registry,
         )
         self._counted: dict[object, float] = {}  # the publisher's totals the counters hold
+        self._publish_children: dict[str, Any] = {}
         if multiprocess_dir:
             _forget_dead_workers(multiprocess_dir)
             self._exposed = CollectorRegistry()
@@ -161,7 +188,12 @@ class Metrics:
 
     def observe_publish(self, outcome: str, seconds: float) -> None:
         """Record one publish (`Publisher.on_published`)."""
-        self.publish_duration.labels(outcome).observe(seconds)
+        # Its child by outcome, as `labels()` returns it (the same one every time): a dict
+        # lookup instead of labels()' checks, once per request.
+        child = self._publish_children.get(outcome)
+        if child is None:
+            child = self._publish_children[outcome] = self.publish_duration.labels(outcome)
+        child.observe(seconds)
 
     def render(self) -> bytes:
         """A scrape's answer (Prometheus text format), as of the last `refresh`. With several
