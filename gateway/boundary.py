@@ -43,6 +43,8 @@ class Boundary:
         # The metrics' children by their labels, as `labels()` returns them (the same object for
         # the same labels; nothing here removes one): a dict lookup instead of its checks.
         self._children: dict[tuple[Any, ...], Any] = {}
+        # A request's two children (its count, its latency) by tenant, vendor and status.
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)  # the app's metrics live as long as this boundary
@@ -112,8 +114,14 @@ class Boundary:
         if metrics is not None:
             label = tenant or "unknown"
             child = self._child
-            child(metrics.requests, label, vendor.name, str(status)).inc()
-            child(metrics.latency, vendor.name).observe(elapsed)
+            counted = self._request_children.get((label, vendor.name, status))
+            if counted is None:
+                counted = self._request_children[(label, vendor.name, status)] = (
+                    child(metrics.requests, label, vendor.name, str(status)),
+                    child(metrics.latency, vendor.name),
+                )
+            counted[0].inc()
+            counted[1].observe(elapsed)
             for outcome, count in (
                 ("published", tally.published),
                 ("deadlettered", tally.deadlettered),

@@ -27,6 +27,8 @@ DATASCHEMA: Final = "https://assessment-gateway.invalid/schemas/canonical/event.
 # Fixed forever: changing it would change every record id and defeat consumers' deduplication.
 ID_NAMESPACE: Final = uuid.UUID("6f3b1c52-8a43-4d0e-9a57-3b0f2c8e91d4")
 _NAMESPACE_BYTES: Final = ID_NAMESPACE.bytes
+# A hex digit with its two top bits set to the RFC 4122 variant (10): 8, 9, a or b.
+_VARIANT: Final = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 # The canonical timestamp exactly (what format_time writes): passed through unchanged.
 _CANONICAL_TIME: Final = re.compile(r"\d{4}-[01]\d-[0-3]\dT[0-2]\d:[0-5]\d:[0-6]\d\.\d{3}Z\Z")
 
@@ -165,12 +167,10 @@ def record_id(tenant: str, vendor: str, identity: str, digest: str) -> str:
     per distinct event, and an event that reuses a vendor id with other content is kept as new.
     """
     name = "\n".join((tenant, vendor, identity, digest)).encode("utf-8")
-    # uuid.uuid5 by hand (RFC 4122 §4.3): same value, without building UUID objects.
-    raw = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).digest()[:16])
-    raw[6] = (raw[6] & 0x0F) | 0x50
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    # uuid.uuid5 by hand (RFC 4122 §4.3): same value, without building UUID objects. The SHA-1
+    # in hex, its first 32 digits: the version digit is 5, the variant's bits 10 in the next.
+    h = hashlib.sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 @lru_cache(maxsize=4096)  # a few tenants and vendors, one source each: made once

@@ -154,7 +154,8 @@ def normalize_items(
             identified = event if event.identity else _with_identity(event, digest)
             canonical.append(canonical_record(identified, ctx, digest, original))
             sources.append(item)
-            aliases.append(tuple(f"{ctx.source} {alias}" for alias in event.aliases))
+            also = event.aliases
+            aliases.append(tuple(f"{ctx.source} {alias}" for alias in also) if also else ())
     return Normalized(canonical, rejected, sources, aliases)
 
 
