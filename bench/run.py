@@ -436,13 +436,16 @@ def ratio_lines(rounds: list[list[Outcome]], workers: int) -> list[str]:
     floor_share = median([r[floor].rps / r[ceiling].rps for r in rounds])
     floor_cores = median([r[floor].cores_used for r in rounds])
     gateway_share = median([r[one].rps / r[floor].rps for r in rounds])
+    # What decides the share when the floor's thread is its limit: CPU per request.
+    cpu_share = median([r[one].cpu_us_per_request / r[floor].cpu_us_per_request for r in rounds])
     scaling = median([r[many].rps / r[one].rps for r in rounds])
     cpu_one = median([r[one].cpu_us_per_request for r in rounds])
     cpu_many = median([r[many].cpu_us_per_request for r in rounds])
     return [
         f"floor (parse, validate, produce, await the acks; nothing else): {floor_share:.2f}x the "
         f"ceiling, keeping {floor_cores:.2f} of the {os.cpu_count()} cores busy with the broker "
-        f"and wrk; the gateway {gateway_share:.2f}x the floor (medians of the rounds' ratios)",
+        f"and wrk; the gateway {gateway_share:.2f}x the floor's req/s, its CPU per request "
+        f"{cpu_share:.2f}x the floor's (medians of the rounds' ratios)",
         f"scaling: {workers} workers give {scaling:.2f}x one worker's req/s (median of the "
         f"rounds); CPU per request {cpu_one:,.0f} us with 1, {cpu_many:,.0f} us with {workers} "
         f"(the {os.cpu_count()} cores are shared with wrk and the broker)",
