@@ -61,7 +61,7 @@ from gateway.kafka.publisher import Publisher
 from gateway.kafka.records import OutRecord
 from gateway.limits import FORM, check_form, check_head
 from gateway.privacy import Privacy
-from gateway.schemas import SchemaSet
+from gateway.schemas import CompiledSchema, SchemaSet
 from gateway.settings import Settings
 from gateway.tracing import NO_TRACER, Span, Tracer
 from gateway.vendors.base import (
@@ -137,8 +137,12 @@ def normalize_items(
     rejected: list[tuple[Item, Rejection]] = []
     sources: list[Item] = []
     aliases: list[tuple[str, ...]] = []
+    found: dict[str, CompiledSchema] = {}  # each item schema, looked up once per call
     for item in items:
-        rejection = validate_item(vendor, item, schemas)
+        schema = found.get(item.schema)
+        if schema is None:
+            schema = found[item.schema] = schemas.get(vendor.schema_ref(item.schema))
+        rejection = _rejection(vendor, item, schema.errors(item.payload))
         if rejection is None:
             try:
                 events = vendor.normalize(item, ctx)
@@ -161,7 +165,12 @@ def normalize_items(
 
 def validate_item(vendor: Vendor, item: Item, schemas: SchemaSet) -> Rejection | None:
     """None when the item satisfies its schema, else why it is rejected (with JSON pointers)."""
-    errors = schemas.get(vendor.schema_ref(item.schema)).errors(item.payload)
+    return _rejection(
+        vendor, item, schemas.get(vendor.schema_ref(item.schema)).errors(item.payload)
+    )
+
+
+def _rejection(vendor: Vendor, item: Item, errors: tuple[FieldError, ...]) -> Rejection | None:
     if not errors:
         return None
     message = f"not a valid {vendor.name} {item.schema}: {errors[0].message}"
@@ -499,13 +508,14 @@ class Pipeline:
             deadlines.stop(task)
         raw = b"".join(chunks)
         check_form(media, raw)  # before anything (authentication included) parses it
+        params = head.path_params  # most routes have none
         inbound = Inbound(
             method=head.method,
             media_type=media,
             body=raw,
             headers=head.headers,
             query=head.query,
-            path_params={k: str(v) for k, v in head.path_params.items()},
+            path_params={k: str(v) for k, v in params.items()} if params else {},
             base_url=head.base_url,
         )
         if tenant is None or media == FORM:

@@ -189,7 +189,8 @@ def normalize(item: Item, ctx: NormalizeContext) -> list[CanonicalEvent]:
     event_type, action = term(payload.get("type")), term(payload.get("action"))
     _event_vendor(payload, vendor)
     obj, generated = payload.get("object"), payload.get("generated")
-    attempt = _attempt_of(obj, generated)
+    obj_kind, generated_kind = _kind(obj), _kind(generated)  # each read once, used below
+    attempt = _attempt_of(obj, obj_kind, generated, generated_kind)
     learner = _ref(_fact(attempt, "assignee"))
     actor = _ref(payload.get("actor"))
     if learner is None and _kind(payload.get("actor")) in ("", "Person"):
@@ -201,9 +202,9 @@ def normalize(item: Item, ctx: NormalizeContext) -> list[CanonicalEvent]:
 
     # A thinned object (a bare IRI) is known only by the event type it belongs to.
     thinned = isinstance(obj, str)
-    is_item = _kind(obj) == "AssessmentItem" or (thinned and event_type == "AssessmentItemEvent")
+    is_item = obj_kind == "AssessmentItem" or (thinned and event_type == "AssessmentItemEvent")
     item_entity = obj if is_item else None
-    assessment = _assessment_of(event_type, obj, item_entity, attempt)
+    assessment = _assessment_of(event_type, obj, obj_kind, item_entity, attempt)
     data = {"action": snake_case(action)}
     if learner is not None:
         data["learner"] = learner
@@ -211,7 +212,7 @@ def normalize(item: Item, ctx: NormalizeContext) -> list[CanonicalEvent]:
         data["actor"] = actor_other
     if assessment is not None:
         data["assessment"] = assessment
-    _event_facts(data, item_entity, attempt, generated, payload.get("group"))
+    _event_facts(data, item_entity, attempt, generated, generated_kind, group=payload.get("group"))
     data["vendor"] = vendor
     canonical_type = _canonical_type(event_type, action)
     subject = _id(attempt) or (assessment or {}).get("id") or _id(obj)
@@ -253,7 +254,13 @@ def _event_vendor(payload: dict[str, Any], vendor: dict[str, Any]) -> None:
 
 
 def _event_facts(
-    data: dict[str, Any], item_entity: Any, attempt: Any, generated: Any, group: Any
+    data: dict[str, Any],
+    item_entity: Any,
+    attempt: Any,
+    generated: Any,
+    generated_kind: str,
+    *,
+    group: Any,
 ) -> None:
     """Add what an event says of the item, the attempt, the response, the score and the
     course to its `data`."""
@@ -261,9 +268,9 @@ def _event_facts(
         data["item"] = item_ref
     if (attempt_ref := _attempt(attempt)) is not None:
         data["attempt"] = attempt_ref
-    if (response := _response(generated)) is not None:
+    if (response := _response(generated, generated_kind)) is not None:
         data["response"] = response
-    if (score := _score(_score_of(generated))) is not None:
+    if (score := _score(_score_of(generated, generated_kind))) is not None:
         data["score"] = score
     if (course := _course(group)) is not None:
         data["course"] = course
@@ -340,11 +347,12 @@ def _fact(entity: Any, name: str) -> Any:
     return value
 
 
-def _attempt_of(obj: Any, generated: Any) -> Any:
+def _attempt_of(obj: Any, obj_kind: str, generated: Any, generated_kind: str) -> Any:
     """The Attempt an event is about: generated, object (grading, Canvas), or a response's."""
-    for candidate in (generated, obj):
-        if _kind(candidate) == "Attempt":
-            return candidate
+    if generated_kind == "Attempt":
+        return generated
+    if obj_kind == "Attempt":
+        return obj
     for candidate in (generated, obj):
         if isinstance(candidate, dict) and candidate.get("attempt") is not None:
             nested = candidate["attempt"]
@@ -352,7 +360,7 @@ def _attempt_of(obj: Any, generated: Any) -> Any:
     return None
 
 
-def _score_of(generated: Any) -> Any:
+def _score_of(generated: Any, kind: str) -> Any:
     """The Score (or Result) an event generated: `generated` itself, or, when `generated` is an
     entity given only by its properties, the score it carries (Open edX: `{"score": {...}}`).
 
@@ -360,7 +368,7 @@ def _score_of(generated: Any) -> Any:
     """
     if not isinstance(generated, dict):
         return None
-    if _kind(generated) in _SCORE_TYPES:
+    if kind in _SCORE_TYPES:
         return generated
     if generated.get("type") is not None:
         return None  # another entity: a Response, an Attempt, a collection...
@@ -376,11 +384,11 @@ def _score_of(generated: Any) -> Any:
 
 
 def _assessment_of(
-    event_type: str, obj: Any, item_entity: Any, attempt: Any
+    event_type: str, obj: Any, obj_kind: str, item_entity: Any, attempt: Any
 ) -> dict[str, Any] | None:
     """The Assessment: the object, the item's parent, or what the attempt was assigned."""
     source: Any = None
-    if _kind(obj) == "Assessment" or (isinstance(obj, str) and event_type == "AssessmentEvent"):
+    if obj_kind == "Assessment" or (isinstance(obj, str) and event_type == "AssessmentEvent"):
         source = obj
     elif isinstance(item_entity, dict):
         source = item_entity.get("isPartOf")
@@ -423,8 +431,8 @@ def _attempt(attempt: Any) -> dict[str, Any] | None:
     )
 
 
-def _response(generated: Any) -> dict[str, Any] | None:
-    if _kind(generated) not in _RESPONSE_TYPES or _id(generated) is None:
+def _response(generated: Any, kind: str) -> dict[str, Any] | None:
+    if kind not in _RESPONSE_TYPES or _id(generated) is None:
         return None
     return compact(
         {
