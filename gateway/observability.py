@@ -68,7 +68,9 @@ def _timestamp(_: Any, __: str, event_dict: structlog.typing.EventDict) -> Any:
     return event_dict
 
 
-_SECOND: list[Any] = [None, ""]  # (the second, its text up to the seconds), the latest one
+# The latest second and its text up to the seconds, replaced whole (threads log too: a line
+# never pairs one second's number with another's text).
+_LATEST: list[tuple[int, str]] = [(-1, "")]
 
 
 def iso_now() -> str:
@@ -80,10 +82,11 @@ def iso_time(microseconds: int) -> str:
     """An instant (microseconds since the epoch) in UTC as `isoformat()` writes it, with `Z`:
     microseconds when there are some (`2026-12-05T01:02:03.004005Z`, else `...:03Z`)."""
     second, micro = divmod(microseconds, 1_000_000)
-    if second != _SECOND[0]:
-        moment = datetime.fromtimestamp(second, UTC)
-        _SECOND[0], _SECOND[1] = second, moment.isoformat().removesuffix("+00:00")
-    return f"{_SECOND[1]}.{micro:06d}Z" if micro else f"{_SECOND[1]}Z"
+    latest = _LATEST[0]
+    if latest[0] != second:
+        text = datetime.fromtimestamp(second, UTC).isoformat().removesuffix("+00:00")
+        latest = _LATEST[0] = (second, text)
+    return f"{latest[1]}.{micro:06d}Z" if micro else f"{latest[1]}Z"
 
 
 class Metrics:
