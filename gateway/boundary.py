@@ -16,7 +16,7 @@ the app (gateway/app.py) for the router's 404 and 405: one place, one format, on
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import structlog
 
@@ -40,18 +40,6 @@ class Boundary:
 
     def __init__(self, metrics: Metrics | None = None) -> None:
         self.metrics = metrics
-        # The metrics' children by their labels, as `labels()` returns them (the same object for
-        # the same labels; nothing here removes one): a dict lookup instead of its checks.
-        self._children: dict[tuple[Any, ...], Any] = {}
-        # A request's two children (its count, its latency) by tenant, vendor and status.
-        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (id(metric), *labels)  # the app's metrics live as long as this boundary
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
 
     def reply(self, vendor: Vendor | None, error: GatewayError, *, taken: bool = True) -> Reply:
         """The answer to `error`: in `vendor`'s format (problem+json without one), with the
@@ -113,15 +101,9 @@ class Boundary:
         metrics = self.metrics
         if metrics is not None:
             label = tenant or "unknown"
-            child = self._child
-            counted = self._request_children.get((label, vendor.name, status))
-            if counted is None:
-                counted = self._request_children[(label, vendor.name, status)] = (
-                    child(metrics.requests, label, vendor.name, str(status)),
-                    child(metrics.latency, vendor.name),
-                )
-            counted[0].inc()
-            counted[1].observe(elapsed)
+            child = metrics.child
+            child(metrics.requests, label, vendor.name, str(status)).inc()
+            child(metrics.latency, vendor.name).observe(elapsed)
             for outcome, count in (
                 ("published", tally.published),
                 ("deadlettered", tally.deadlettered),

@@ -40,10 +40,8 @@ request was all read (by a refusal here, or by the app's `connection: close`) li
 half-closed after the answer, and what the client still sends is read and dropped for
 `LINGER_SECONDS`, or until the client closes its side.
 
-Deadlines are checked by one timer per event loop (`Deadlines`, gateway/deadlines.py), a few
-times per timeout, rather than by a timer per request: arming and cancelling a timer costs about
-3 us on uvloop, which every request would pay; a deadline here is a dict entry, and the sweep
-costs a fraction of a microsecond per pending deadline a few times per timeout.
+Deadlines are checked by one timer per event loop (`Deadlines`, gateway/deadlines.py, which
+says why), not by a timer per request.
 """
 
 from __future__ import annotations

@@ -181,7 +181,9 @@ class Metrics:
             registry=self.registry,
         )
         self._counted: dict[object, float] = {}  # the publisher's totals the counters hold
-        self._publish_children: dict[str, Any] = {}
+        # The metrics' children by their labels, as `labels()` returns them (the same object for
+        # the same labels; nothing here removes one): a dict lookup instead of its checks.
+        self._children: dict[tuple[Any, ...], Any] = {}
         if multiprocess_dir:
             _forget_dead_workers(multiprocess_dir)
             self._exposed = CollectorRegistry()
@@ -191,12 +193,15 @@ class Metrics:
 
     def observe_publish(self, outcome: str, seconds: float) -> None:
         """Record one publish (`Publisher.on_published`)."""
-        # Its child by outcome, as `labels()` returns it (the same one every time): a dict
-        # lookup instead of labels()' checks, once per request.
-        child = self._publish_children.get(outcome)
-        if child is None:
-            child = self._publish_children[outcome] = self.publish_duration.labels(outcome)
-        child.observe(seconds)
+        self.child(self.publish_duration, outcome).observe(seconds)
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once per label set (every request counts)."""
+        key = (id(metric), *labels)  # the metrics live as long as this object
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def render(self) -> bytes:
         """A scrape's answer (Prometheus text format), as of the last `refresh`. With several
